@@ -1,0 +1,1 @@
+"""The keras_mtl conformance suite: specs, float64 references, goldens, runner."""

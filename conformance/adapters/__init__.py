@@ -1,0 +1,19 @@
+"""Per-backend autodiff and compilation, the only backend-specific code here.
+
+Each adapter module provides:
+
+- `vjp(layer, case, inputs, float_idx, cotangents)`: gradients of
+  `sum(outputs * cotangents) + sum(losses)` with respect to the inputs at
+  `float_idx` and to `layer.trainable_variables`, as NumPy arrays.
+- `compiled_call(layer, case, inputs)`: the layer's outputs under the
+  backend's compiler (`jax.jit`, XLA `tf.function`, `torch.compile`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+
+def get(backend: str) -> ModuleType:
+    return importlib.import_module(f"conformance.adapters.{backend}_adapter")

@@ -1,0 +1,49 @@
+"""TensorFlow: `tf.GradientTape` and `tf.function(jit_compile=True)` (XLA)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+
+from conformance import harness
+
+
+def vjp(layer, case, inputs, float_idx, cotangents) -> tuple[list, list]:
+    tv = [tf.convert_to_tensor(v.value) for v in layer.trainable_variables]
+    ntv = [tf.convert_to_tensor(v.value) for v in layer.non_trainable_variables]
+    float_inputs = [tf.convert_to_tensor(inputs[i]) for i in float_idx]
+    with tf.GradientTape() as tape:
+        tape.watch(tv)
+        tape.watch(float_inputs)
+        args = list(inputs)
+        for i, x in zip(float_idx, float_inputs, strict=True):
+            args[i] = x
+        outputs, _, losses = layer.stateless_call(
+            tv,
+            ntv,
+            harness.pack(case, args),
+            return_losses=True,
+            **harness.call_kwargs(case, layer),
+        )
+        flat = harness.flatten(outputs)
+        total = tf.add_n(
+            [
+                tf.reduce_sum(tf.cast(o, tf.float32) * c)
+                for o, c in zip(flat, cotangents, strict=True)
+            ]
+        )
+        total = total + tf.add_n(list(losses)) if losses else total
+    g_x, g_tv = tape.gradient(total, (float_inputs, tv))
+    zeros = tf.zeros_like
+    g_x = [zeros(x) if g is None else g for x, g in zip(float_inputs, g_x, strict=True)]
+    g_tv = [zeros(t) if g is None else g for t, g in zip(tv, g_tv, strict=True)]
+    return [g.numpy() for g in g_x], [g.numpy() for g in g_tv]
+
+
+def compiled_call(layer, case, inputs) -> Any:
+    @tf.function(jit_compile=True)
+    def run(args):
+        return layer(harness.pack(case, args), **harness.call_kwargs(case, layer))
+
+    return run(list(inputs))

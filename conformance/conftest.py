@@ -1,0 +1,256 @@
+"""pytest plumbing for the conformance suite.
+
+Options: `--spec-dir DIR` (repeatable; default `specs/`), `--device cpu|gpu`,
+`--report-dir DIR`, `--expectations FILE`. The backend comes from
+`KERAS_BACKEND`. Nothing here imports Keras at module level: the device
+environment must be set before a backend is imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import platform
+import re
+import time
+from typing import Any
+
+import pytest
+import yaml
+
+from conformance import report
+
+EXPECTATIONS_DIR = pathlib.Path(__file__).resolve().parent / "expectations"
+_RESULTS: dict[str, dict[str, Any]] = {}
+_STATE: dict[str, Any] = {}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("keras_mtl conformance")
+    group.addoption(
+        "--spec-dir",
+        action="append",
+        default=None,
+        help="directory of <layer>/spec.yaml files (repeatable)",
+    )
+    group.addoption(
+        "--device",
+        choices=("cpu", "gpu"),
+        default="cpu",
+        help="run on the CPU, or on the GPU (fails fast if unused)",
+    )
+    group.addoption(
+        "--report-dir",
+        default=None,
+        help="where to write results.json and matrix.md "
+        "(default reports/<backend>-<device>)",
+    )
+    group.addoption(
+        "--cross-dir",
+        default=None,
+        help="directory of .keras files saved by `python -m "
+        "conformance.xbackend save`; enables cross_backend checks",
+    )
+    group.addoption(
+        "--expectations",
+        default=None,
+        help="expected-failures file (default "
+        "conformance/expectations/<backend>[-gpu].yaml)",
+    )
+
+
+def backend_name() -> str:
+    return os.environ.get("KERAS_BACKEND", "tensorflow")
+
+
+def _configure_device(device: str) -> None:
+    backend = backend_name()
+    if device == "cpu":
+        os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+        os.environ.setdefault("JAX_PLATFORMS", "cpu")
+        return
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
+    import keras
+
+    # TF32 silently lowers float32 matmul precision on Ampere and newer.
+    if backend == "jax":
+        import jax
+
+        jax.config.update("jax_default_matmul_precision", "float32")
+        ok = jax.default_backend() == "gpu"
+    elif backend == "torch":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        ok = torch.cuda.is_available()
+    else:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+        ok = bool(tf.config.list_physical_devices("GPU"))
+    where = str(getattr(keras.ops.ones((2,)), "device", "")) if ok else ""
+    if backend == "jax" and ok:
+        where = str(list(keras.ops.ones((2,)).devices())[0])
+    if not ok or not re.search("gpu|cuda", where, re.IGNORECASE):
+        pytest.exit(
+            f"--device gpu: the {backend} backend is not using a GPU "
+            f"(tensor placed on '{where or 'cpu'}')",
+            returncode=3,
+        )
+    _STATE["device_name"] = where
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    device = config.getoption("--device")
+    _configure_device(device)
+    backend = backend_name()
+    spec_dirs = config.getoption("--spec-dir")
+    _STATE.update(
+        backend=backend,
+        device=device,
+        started=time.time(),
+        spec_dirs=spec_dirs,
+        cross_dir=config.getoption("--cross-dir"),
+    )
+    report_dir = config.getoption("--report-dir") or f"reports/{backend}-{device}"
+    _STATE["report_dir"] = pathlib.Path(report_dir)
+    exp = config.getoption("--expectations")
+    if exp is None:
+        name = backend + ("-gpu" if device == "gpu" else "")
+        exp = EXPECTATIONS_DIR / f"{name}.yaml"
+    _STATE["expectations"] = _load_expectations(pathlib.Path(exp))
+
+
+def _load_expectations(path: pathlib.Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    entries = yaml.safe_load(path.read_text()) or []
+    if not isinstance(entries, list):
+        raise pytest.UsageError(f"{path}: expected a list of entries")
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or set(entry) - {"match", "status", "reason"}:
+            raise pytest.UsageError(f"{path}: entry {i} must have match/status/reason")
+        if entry.get("status") not in ("xfail", "skip"):
+            raise pytest.UsageError(f"{path}: entry {i}: status must be xfail or skip")
+        if not entry.get("reason"):
+            raise pytest.UsageError(f"{path}: entry {i}: a reason is required")
+        entry["regex"] = re.compile(entry["match"])
+        entry["used"] = False
+        entry["path"] = str(path)
+    return entries
+
+
+def state() -> dict[str, Any]:
+    return _STATE
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    for item in items:
+        test_id = getattr(item, "callspec", None) and item.callspec.id
+        if not test_id:
+            continue
+        for entry in _STATE.get("expectations", []):
+            if entry["regex"].search(test_id):
+                entry["used"] = True
+                if entry["status"] == "skip":
+                    item.add_marker(pytest.mark.skip(reason=entry["reason"]))
+                else:
+                    item.add_marker(
+                        pytest.mark.xfail(reason=entry["reason"], strict=True)
+                    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    rep = outcome.get_result()
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or "case_check" not in callspec.params:
+        return
+    if rep.when == "call" or (rep.when == "setup" and rep.outcome != "passed"):
+        props = dict(item.user_properties)
+        status = rep.outcome
+        if hasattr(rep, "wasxfail"):
+            status = "xfail" if rep.outcome == "skipped" else "xpass-strict"
+        if rep.outcome == "failed" and hasattr(rep, "wasxfail"):
+            status = "xpass-strict"
+        param = callspec.params["case_check"]
+        _RESULTS[item.nodeid] = {
+            "id": callspec.id,
+            "layer": param.layer,
+            "case": param.case_id,
+            "check": param.check,
+            "policy": param.policy,
+            "status": status,
+            "max_err": props.get("max_err"),
+            "tolerance": props.get("tolerance"),
+            "override": props.get("override"),
+            "message": (
+                str(rep.longrepr).splitlines()[-1][:300]
+                if rep.outcome == "failed" and rep.longrepr
+                else None
+            ),
+        }
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _RESULTS:
+        return
+    import keras
+
+    unused = [e for e in _STATE.get("expectations", []) if not e["used"]]
+    env = {
+        "backend": _STATE["backend"],
+        "device": _STATE["device"],
+        "device_name": _STATE.get("device_name", platform.processor() or "cpu"),
+        "keras": keras.__version__,
+        "backend_version": _backend_version(_STATE["backend"]),
+        "python": platform.python_version(),
+        "seconds": round(time.time() - _STATE["started"], 1),
+        "unused_expectations": [e["match"] for e in unused],
+    }
+    out = _STATE["report_dir"]
+    out.mkdir(parents=True, exist_ok=True)
+    results = sorted(_RESULTS.values(), key=lambda r: r["id"])
+    (out / "results.json").write_text(
+        json.dumps({"env": env, "results": results}, indent=1)
+    )
+    (out / "matrix.md").write_text(report.render([{"env": env, "results": results}]))
+    _STATE["summary"] = report.summary_lines(env, results)
+
+
+def _backend_version(backend: str) -> str:
+    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
+    try:
+        return __import__(module).__version__
+    except Exception:  # noqa: BLE001 - informational only
+        return "unknown"
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    lines = _STATE.get("summary")
+    if not lines:
+        return
+    terminalreporter.section("keras_mtl conformance")
+    for line in lines:
+        terminalreporter.write_line(line)
+    for entry in _STATE.get("expectations", []):
+        if not entry["used"]:
+            terminalreporter.write_line(
+                f"WARNING: expectation '{entry['match']}' in {entry['path']} "
+                "matched no test"
+            )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "case_check" not in metafunc.fixturenames:
+        return
+    from conformance import collect
+
+    params = collect.params(_STATE.get("spec_dirs"), _STATE.get("cross_dir"))
+    metafunc.parametrize("case_check", [p.param for p in params])

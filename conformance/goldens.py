@@ -1,0 +1,276 @@
+"""Generate or check the reference outputs stored in `specs/*/golden.yaml`.
+
+    python -m conformance.goldens            # regenerate every layer
+    python -m conformance.goldens --layer dense
+    python -m conformance.goldens --check    # fail if any golden is stale
+
+Goldens come only from the float64 NumPy references in `conformance/reference`
+(never from keras_mtl): outputs and auxiliary losses per dtype policy (inputs
+and weights rounded to the policy's compute dtype first), and gradients of
+`sum(outputs * cotangents) + sum(losses)` by float64 central differences.
+This module imports no deep-learning backend.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import pathlib
+import sys
+import zlib
+from typing import Any
+
+import numpy as np
+import yaml
+
+from conformance import spec as spec_lib
+
+GENERATOR_VERSION = 1
+FD_EPSILON = 1e-6
+CHECK_TOLERANCE = 1e-9
+REGENERATE = "run `nox -s goldens` (or `python -m conformance.goldens`) and commit"
+
+
+def _run_reference(
+    case: spec_lib.Case, inputs: dict[str, np.ndarray], weights: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    fn = case.spec.reference_fn()
+    result = fn(
+        list(inputs.values()), weights, case.config, case.training, **case.call_kwargs
+    )
+    outputs = [np.asarray(o, dtype=np.float64) for o in result["outputs"]]
+    if len(outputs) != len(case.spec.outputs) and len(case.spec.outputs) != 1:
+        raise spec_lib.SpecError(
+            case.spec.path,
+            f"reference returned {len(outputs)} outputs, spec names "
+            f"{len(case.spec.outputs)}",
+            case.id,
+            "outputs",
+        )
+    losses = [float(v) for v in result.get("losses", [])]
+    if len(losses) != len(case.spec.losses):
+        raise spec_lib.SpecError(
+            case.spec.path,
+            f"reference returned {len(losses)} losses, spec names "
+            f"{len(case.spec.losses)}",
+            case.id,
+            "losses",
+        )
+    updates = {
+        k: np.asarray(v, dtype=np.float64) for k, v in result.get("updates", {}).items()
+    }
+    return {"outputs": outputs, "losses": losses, "updates": updates}
+
+
+def _rounded(arrays: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+    return {k: spec_lib.round_to(v, dtype) for k, v in arrays.items()}
+
+
+def cotangents(case: spec_lib.Case, outputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Fixed random cotangents, seeded by the case name (stable everywhere)."""
+    rng = np.random.RandomState(zlib.crc32(case.name.encode()))
+    return [
+        rng.standard_normal(o.shape).astype(np.float32).astype(np.float64)
+        for o in outputs
+    ]
+
+
+def _objective(case, inputs, weights, cots) -> float:
+    res = _run_reference(case, inputs, weights)
+    total = sum(float(np.sum(o * c)) for o, c in zip(res["outputs"], cots, strict=True))
+    return total + sum(res["losses"])
+
+
+def finite_difference_grads(case: spec_lib.Case, inputs, weights, cots):
+    """d objective / d (float inputs, trainable weights), central differences."""
+    grads: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "weights": {}}
+    groups = (
+        ("inputs", inputs, case.float_inputs()),
+        ("weights", weights, case.trainable_weights()),
+    )
+    for group, arrays, keys in groups:
+        for key in keys:
+            base = arrays[key]
+            grad = np.zeros_like(base, dtype=np.float64)
+            for idx in np.ndindex(base.shape):
+                h = FD_EPSILON * max(1.0, abs(base[idx]))
+                values = []
+                for sign in (1.0, -1.0):
+                    bumped = base.copy()
+                    bumped[idx] += sign * h
+                    new = dict(arrays)
+                    new[key] = bumped
+                    args = (new, weights) if group == "inputs" else (inputs, new)
+                    values.append(_objective(case, *args, cots))
+                grad[idx] = (values[0] - values[1]) / (2 * h)
+            grads[group][key] = grad
+    return grads
+
+
+def _sha(arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(arrays):
+        digest.update(key.encode())
+        digest.update(np.ascontiguousarray(arrays[key], dtype=np.float64).tobytes())
+    return digest.hexdigest()
+
+
+def _tolist(x: np.ndarray) -> Any:
+    return np.asarray(x, dtype=np.float64).tolist()
+
+
+def generate_case(case: spec_lib.Case) -> dict[str, Any]:
+    inputs = case.input_arrays()
+    weights = case.weight_arrays()
+    entry: dict[str, Any] = {
+        "inputs_sha256": _sha({**inputs, **weights}),
+        "forward": {},
+    }
+    for policy in case.dtype_policies:
+        dtype = spec_lib.COMPUTE_DTYPE[policy]
+        res = _run_reference(case, _rounded(inputs, dtype), _rounded(weights, dtype))
+        entry["forward"][policy] = {
+            "outputs": [_tolist(o) for o in res["outputs"]],
+            "shapes": [list(o.shape) for o in res["outputs"]],
+            "losses": res["losses"],
+            "updates": {k: _tolist(v) for k, v in res["updates"].items()},
+        }
+        if policy == "float32":
+            _check_expected_exact(case, res["outputs"])
+    if "grad" in case.checks:
+        res = _run_reference(case, inputs, weights)
+        cots = cotangents(case, res["outputs"])
+        grads = finite_difference_grads(case, inputs, weights, cots)
+        entry["grad"] = {
+            "cotangents": [_tolist(c) for c in cots],
+            "inputs": {k: _tolist(v) for k, v in grads["inputs"].items()},
+            "weights": {k: _tolist(v) for k, v in grads["weights"].items()},
+        }
+    return entry
+
+
+def _check_expected_exact(case: spec_lib.Case, outputs: list[np.ndarray]) -> None:
+    """Hand-computed values in the spec validate the reference itself."""
+    for name, values in case.expected_exact.items():
+        if name not in case.spec.outputs:
+            raise spec_lib.SpecError(
+                case.spec.path, f"unknown output '{name}'", case.id, "expected_exact"
+            )
+        got = outputs[case.spec.outputs.index(name)]
+        want = np.asarray(values, dtype=np.float64)
+        if got.shape != want.shape or not np.allclose(got, want, rtol=1e-6, atol=1e-9):
+            raise spec_lib.SpecError(
+                case.spec.path,
+                f"the reference disagrees with the hand-computed values: "
+                f"{got.tolist()} != {want.tolist()}",
+                case.id,
+                "expected_exact",
+            )
+
+
+def generate(spec: spec_lib.LayerSpec) -> dict[str, Any]:
+    return {
+        "meta": {
+            "generator_version": GENERATOR_VERSION,
+            "spec_sha256": spec.spec_sha256(),
+            "reference": spec.reference,
+            "reference_sha256": spec.reference_sha256(),
+            "numpy": np.__version__,
+        },
+        "cases": {case.id: generate_case(case) for case in spec.cases},
+    }
+
+
+def write(spec: spec_lib.LayerSpec, golden: dict[str, Any]) -> None:
+    header = (
+        f"# GENERATED by `nox -s goldens` from {spec.reference}.\n"
+        "# Do not edit by hand.\n"
+    )
+    body = yaml.safe_dump(golden, sort_keys=False, default_flow_style=None, width=100)
+    spec.golden_path.write_text(header + body)
+
+
+def _max_diff(a: Any, b: Any, path: str = "") -> tuple[float, str]:
+    """Largest relative difference between two golden trees, with its key path."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return float("inf"), f"{path}: keys {sorted(set(a) ^ set(b))}"
+        worst = (0.0, "")
+        for k in a:
+            worst = max(worst, _max_diff(a[k], b[k], f"{path}/{k}"))
+        return worst
+    if isinstance(a, str) or isinstance(b, str):
+        return (0.0, "") if a == b else (float("inf"), path)
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        return float("inf"), f"{path}: shape {x.shape} != {y.shape}"
+    if x.size == 0:
+        return 0.0, ""
+    diff = np.max(np.abs(x - y) / (1.0 + np.abs(y)))
+    return float(diff), path
+
+
+def check(spec: spec_lib.LayerSpec) -> str | None:
+    """None when `golden.yaml` is up to date, else why it is stale."""
+    if not spec.golden_path.exists():
+        return f"{spec.golden_path} is missing"
+    stored = yaml.safe_load(spec.golden_path.read_text())
+    reason = spec_lib.stale_reason(spec, stored)
+    if reason:
+        return reason
+    fresh = generate(spec)
+    stored_meta, fresh_meta = stored.get("meta", {}), fresh["meta"]
+    if stored_meta.get("generator_version") != fresh_meta["generator_version"]:
+        return "generated by another generator version"
+    diff, where = _max_diff(fresh["cases"], stored["cases"])
+    if diff > CHECK_TOLERANCE:
+        return f"recomputed values differ at {where} (relative {diff:.3g})"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="verify instead of writing; exit 1 when stale",
+    )
+    parser.add_argument(
+        "--layer",
+        action="append",
+        default=[],
+        help="only this layer (spec directory name); repeatable",
+    )
+    parser.add_argument(
+        "--spec-dir",
+        action="append",
+        type=pathlib.Path,
+        default=None,
+        help="spec directory (default: specs/)",
+    )
+    args = parser.parse_args(argv)
+    specs = spec_lib.discover(args.spec_dir)
+    if args.layer:
+        unknown = set(args.layer) - {s.name for s in specs}
+        if unknown:
+            parser.error(f"unknown layer(s): {sorted(unknown)}")
+        specs = [s for s in specs if s.name in args.layer]
+    failures = 0
+    for spec in specs:
+        if args.check:
+            reason = check(spec)
+            status = "ok" if reason is None else f"STALE: {reason}"
+            failures += reason is not None
+        else:
+            write(spec, generate(spec))
+            status = f"wrote {spec.golden_path.relative_to(spec.path.parent.parent)}"
+        print(f"{spec.name:<22} {len(spec.cases):>3} cases  {status}")
+    if failures:
+        print(f"\n{failures} spec(s) have stale goldens: {REGENERATE}.")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

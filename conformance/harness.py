@@ -1,0 +1,132 @@
+"""Keras-side helpers shared by the checks: build, assign weights, call.
+
+Imported only after the backend and device are configured (see conftest).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import keras
+import numpy as np
+
+from conformance import spec as spec_lib
+
+LAYER_NAME = "layer_under_test"
+
+
+def layer_class(spec: spec_lib.LayerSpec) -> type:
+    cls = spec_lib.resolve(spec.layer, spec.path, "layer")
+    if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):
+        raise spec_lib.SpecError(
+            spec.path, f"'{spec.layer}' is not a Keras layer", field="layer"
+        )
+    return cls
+
+
+def make_layer(case: spec_lib.Case, policy: str = "float32") -> keras.layers.Layer:
+    config = dict(case.config)
+    config.setdefault("name", LAYER_NAME)
+    if policy != "float32":
+        config["dtype"] = policy
+    return layer_class(case.spec)(**config)
+
+
+def input_dtype(tensor: dict[str, Any]) -> str:
+    return tensor.get("dtype", "float32")
+
+
+def symbolic_inputs(case: spec_lib.Case) -> list[keras.KerasTensor]:
+    return [
+        keras.Input(shape=tuple(t["shape"][1:]), dtype=input_dtype(t), name=k)
+        for k, t in case.inputs.items()
+    ]
+
+
+def concrete_inputs(
+    case: spec_lib.Case, arrays: dict[str, np.ndarray] | None = None
+) -> list[Any]:
+    arrays = arrays if arrays is not None else case.input_arrays()
+    return [
+        keras.ops.convert_to_tensor(arrays[k].astype(input_dtype(t)))
+        for k, t in case.inputs.items()
+    ]
+
+
+def pack(case: spec_lib.Case, inputs: list[Any]) -> Any:
+    """Arranges the input list as the layer's first call argument."""
+    if case.spec.call_format == "single":
+        return inputs[0]
+    return list(inputs)
+
+
+def call_kwargs(case: spec_lib.Case, layer: keras.layers.Layer) -> dict[str, Any]:
+    """The case's call kwargs, plus `training` when `layer.call` takes it."""
+    kwargs = dict(case.call_kwargs)
+    if "training" in inspect.signature(layer.call).parameters:
+        kwargs["training"] = case.training
+    return kwargs
+
+
+def call(layer: keras.layers.Layer, case: spec_lib.Case, inputs: list[Any]) -> Any:
+    return layer(pack(case, inputs), **call_kwargs(case, layer))
+
+
+def build(layer: keras.layers.Layer, case: spec_lib.Case) -> Any:
+    """Builds the layer with a symbolic call (no state updates happen)."""
+    return call(layer, case, symbolic_inputs(case))
+
+
+def relative_path(layer: keras.layers.Layer, variable: Any) -> str:
+    prefix = layer.name + "/"
+    path = variable.path
+    return path[len(prefix) :] if path.startswith(prefix) else path
+
+
+def variables_by_path(layer: keras.layers.Layer) -> dict[str, Any]:
+    return {relative_path(layer, v): v for v in layer.weights}
+
+
+def assign_weights(layer: keras.layers.Layer, case: spec_lib.Case) -> None:
+    variables = variables_by_path(layer)
+    arrays = case.weight_arrays()
+    missing = set(arrays) - set(variables)
+    extra = set(variables) - set(arrays)
+    if missing or extra:
+        raise AssertionError(
+            f"weight paths differ from the spec: missing in layer {sorted(missing)}, "
+            f"not in spec {sorted(extra)}"
+        )
+    for path, value in arrays.items():
+        var = variables[path]
+        if tuple(var.shape) != value.shape:
+            raise AssertionError(
+                f"weight '{path}': shape {tuple(var.shape)} != spec {value.shape}"
+            )
+        var.assign(value.astype(var.dtype))
+
+
+def ready_layer(case: spec_lib.Case, policy: str = "float32") -> keras.layers.Layer:
+    layer = make_layer(case, policy)
+    build(layer, case)
+    assign_weights(layer, case)
+    return layer
+
+
+def flatten(outputs: Any) -> list[Any]:
+    return list(keras.tree.flatten(outputs))
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    return np.asarray(
+        keras.ops.convert_to_numpy(keras.ops.cast(x, "float32"))
+        if keras.backend.standardize_dtype(x.dtype) in ("bfloat16", "float16")
+        else keras.ops.convert_to_numpy(x)
+    )
+
+
+def functional_model(case: spec_lib.Case, layer: keras.layers.Layer) -> keras.Model:
+    inputs = symbolic_inputs(case)
+    outputs = call(layer, case, inputs)
+    return keras.Model(inputs, outputs)

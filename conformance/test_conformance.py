@@ -1,0 +1,296 @@
+"""One test per (layer, case, check, policy); see `conformance/collect.py`.
+
+Checks: config_roundtrip, build, symbolic, forward (per dtype policy),
+compiled, grad, keras_file and cross_backend. Each compares against goldens
+generated from the float64 NumPy references.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+from conformance import adapters
+from conformance import compare
+from conformance import conftest
+from conformance import goldens
+from conformance import harness
+from conformance import spec as spec_lib
+from conformance.collect import CaseCheck
+
+
+@functools.cache
+def _golden(spec_path: str) -> dict[str, Any]:
+    spec = spec_lib.load_spec(spec_path)
+    golden = spec_lib.load_golden(spec)
+    reason = spec_lib.stale_reason(spec, golden)
+    if reason:
+        raise AssertionError(f"stale goldens: {reason}; {goldens.REGENERATE}")
+    return golden
+
+
+def _case_golden(case: spec_lib.Case) -> dict[str, Any]:
+    entry = _golden(str(case.spec.path))["cases"][case.id]
+    if entry["inputs_sha256"] != goldens._sha(
+        {**case.input_arrays(), **case.weight_arrays()}
+    ):
+        raise AssertionError(
+            f"the materialized inputs of {case.name} changed (generator drift); "
+            f"{goldens.REGENERATE}"
+        )
+    return entry
+
+
+def _record(request, **props: Any) -> None:
+    for key, value in props.items():
+        request.node.user_properties.append((key, value))
+
+
+def _tol(cc: CaseCheck, check: str | None = None, policy: str = "float32"):
+    st = conftest.state()
+    return compare.tolerance(
+        cc.case, check or cc.check, policy, st["backend"], st["device"]
+    )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_session():
+    keras.config.set_dtype_policy("float32")
+    keras.utils.clear_session()
+    yield
+
+
+def test_spec(case_check: CaseCheck, request, tmp_path: pathlib.Path) -> None:
+    check = globals()[f"check_{case_check.check}"]
+    max_err = check(case_check, request, tmp_path)
+    if max_err is not None:
+        _record(request, max_err=max_err)
+
+
+def _compare_outputs(
+    cc: CaseCheck, outputs: Any, expected: dict[str, Any], tol: compare.Tol, what: str
+) -> float:
+    flat = harness.flatten(outputs)
+    names = cc.case.spec.outputs
+    want = expected["outputs"]
+    if len(flat) != len(want):
+        raise AssertionError(
+            f"{what}: layer returned {len(flat)} outputs, the golden has {len(want)}"
+        )
+    worst = 0.0
+    for i, (got, ref) in enumerate(zip(flat, want, strict=True)):
+        name = names[i] if i < len(names) else f"output_{i}"
+        worst = max(
+            worst,
+            compare.assert_close(f"{what} {name}", harness.to_numpy(got), ref, tol),
+        )
+    return worst
+
+
+# --- checks ------------------------------------------------------------------
+
+
+def check_config_roundtrip(cc: CaseCheck, request, tmp_path) -> None:
+    case = cc.case
+    layer = harness.make_layer(case)
+    config = layer.get_config()
+    for key in case.config:
+        assert key in config, f"get_config() lost the argument '{key}'"
+    cls = harness.layer_class(case.spec)
+    clone = cls.from_config(config)
+    dumped = json.dumps(config, sort_keys=True, default=str)
+    assert json.dumps(clone.get_config(), sort_keys=True, default=str) == dumped, (
+        "from_config(get_config()) does not reproduce the config"
+    )
+    serialized = keras.saving.serialize_keras_object(layer)
+    restored = keras.saving.deserialize_keras_object(serialized)
+    assert type(restored) is cls
+    assert json.dumps(restored.get_config(), sort_keys=True, default=str) == dumped
+
+
+def check_build(cc: CaseCheck, request, tmp_path) -> None:
+    case = cc.case
+    layer = harness.make_layer(case)
+    harness.build(layer, case)
+    assert layer.built
+    variables = harness.variables_by_path(layer)
+    assert sorted(variables) == sorted(case.weights), (
+        f"weight paths {sorted(variables)} != spec {sorted(case.weights)}"
+    )
+    for path, tensor in case.weights.items():
+        var = variables[path]
+        assert list(var.shape) == tensor["shape"], (
+            f"weight '{path}': shape {tuple(var.shape)} != spec {tensor['shape']}"
+        )
+        want_trainable = tensor.get("trainable", True)
+        assert var.trainable == want_trainable, (
+            f"weight '{path}': trainable={var.trainable}, spec {want_trainable}"
+        )
+
+
+def check_symbolic(cc: CaseCheck, request, tmp_path) -> None:
+    case = cc.case
+    expected = _case_golden(case)["forward"]["float32"]
+    layer = harness.make_layer(case)
+    outputs = harness.flatten(harness.build(layer, case))
+    shapes = expected["shapes"]
+    assert len(outputs) == len(shapes), (
+        f"symbolic call gave {len(outputs)} outputs, golden has {len(shapes)}"
+    )
+    for out, shape in zip(outputs, shapes, strict=True):
+        got = tuple(out.shape)
+        assert got[1:] == tuple(shape[1:]) and got[0] in (None, shape[0]), (
+            f"symbolic output shape {got} does not match {tuple(shape)}"
+        )
+    if type(layer).compute_output_shape is not keras.layers.Layer.compute_output_shape:
+        concrete = [tuple(t["shape"]) for t in case.inputs.values()]
+        arg = concrete[0] if case.spec.call_format == "single" else concrete
+        computed = layer.compute_output_shape(arg)
+        flat_shapes = (
+            [tuple(computed)]
+            if all(isinstance(d, (int, type(None))) for d in computed)
+            else [tuple(s) for s in computed]
+        )
+        assert flat_shapes == [tuple(s) for s in shapes], (
+            f"compute_output_shape gave {flat_shapes}, expected {shapes}"
+        )
+
+
+def check_forward(cc: CaseCheck, request, tmp_path) -> float:
+    case, policy = cc.case, cc.policy
+    expected = _case_golden(case)["forward"][policy]
+    tol = _tol(cc, policy=policy)
+    _record(request, tolerance=[tol.rtol, tol.atol], override=tol.override)
+    layer = harness.ready_layer(case, policy)
+    outputs = harness.call(layer, case, harness.concrete_inputs(case))
+    worst = _compare_outputs(cc, outputs, expected, tol, f"[{policy}]")
+
+    compute = spec_lib.COMPUTE_DTYPE[policy]
+    for i, out in enumerate(harness.flatten(outputs)):
+        dtype = keras.backend.standardize_dtype(out.dtype)
+        if "float" in dtype:
+            assert dtype == compute, f"output {i} has dtype {dtype}, policy {policy}"
+    for var in layer.weights:
+        if "float" in var.dtype:
+            assert var.dtype == "float32", f"variable {var.path} is {var.dtype}"
+
+    losses = [harness.to_numpy(v) for v in layer.losses]
+    assert len(losses) == len(expected["losses"]), (
+        f"layer added {len(losses)} losses, golden has {len(expected['losses'])}"
+    )
+    for name, got, want in zip(
+        case.spec.losses, losses, expected["losses"], strict=True
+    ):
+        worst = max(worst, compare.assert_close(f"loss {name}", got, want, tol))
+    variables = harness.variables_by_path(layer)
+    for path, want in expected["updates"].items():
+        got = harness.to_numpy(variables[path].value)
+        worst = max(worst, compare.assert_close(f"updated {path}", got, want, tol))
+    return worst
+
+
+def check_compiled(cc: CaseCheck, request, tmp_path) -> float:
+    case = cc.case
+    expected = _case_golden(case)["forward"]["float32"]
+    adapter = adapters.get(conftest.state()["backend"])
+    layer = harness.ready_layer(case)
+    inputs = harness.concrete_inputs(case)
+    compiled = adapter.compiled_call(layer, case, inputs)
+    tol = _tol(cc)
+    _record(request, tolerance=[tol.rtol, tol.atol], override=tol.override)
+    worst = _compare_outputs(cc, compiled, expected, tol, "[compiled]")
+    # Compiled and eager on one backend must agree tightly.
+    fresh = harness.ready_layer(case)
+    eager = harness.call(fresh, case, inputs)
+    same = compare.same_backend_tolerance()
+    for i, (a, b) in enumerate(
+        zip(harness.flatten(compiled), harness.flatten(eager), strict=True)
+    ):
+        compare.assert_close(
+            f"compiled vs eager output {i}",
+            harness.to_numpy(a),
+            harness.to_numpy(b),
+            same,
+        )
+    return worst
+
+
+def check_grad(cc: CaseCheck, request, tmp_path) -> float:
+    case = cc.case
+    expected = _case_golden(case)["grad"]
+    adapter = adapters.get(conftest.state()["backend"])
+    layer = harness.ready_layer(case)
+    inputs = harness.concrete_inputs(case)
+    names = list(case.inputs)
+    float_names = case.float_inputs()
+    float_idx = [names.index(n) for n in float_names]
+    cots = [np.asarray(c, dtype=np.float32) for c in expected["cotangents"]]
+    g_inputs, g_vars = adapter.vjp(layer, case, inputs, float_idx, cots)
+    tol = _tol(cc)
+    _record(request, tolerance=[tol.rtol, tol.atol], override=tol.override)
+    worst = 0.0
+    for name, got in zip(float_names, g_inputs, strict=True):
+        worst = max(
+            worst,
+            compare.assert_close(
+                f"d/d input {name}", got, expected["inputs"][name], tol
+            ),
+        )
+    paths = [harness.relative_path(layer, v) for v in layer.trainable_variables]
+    assert sorted(paths) == sorted(expected["weights"]), (
+        f"trainable weights {sorted(paths)} != golden {sorted(expected['weights'])}"
+    )
+    for path, got in zip(paths, g_vars, strict=True):
+        worst = max(
+            worst,
+            compare.assert_close(
+                f"d/d weight {path}", got, expected["weights"][path], tol
+            ),
+        )
+    return worst
+
+
+def check_keras_file(cc: CaseCheck, request, tmp_path) -> float:
+    case = cc.case
+    expected = _case_golden(case)["forward"]["float32"]
+    layer = harness.ready_layer(case)
+    model = harness.functional_model(case, layer)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    before = {v.path: harness.to_numpy(v.value) for v in model.weights}
+    after = {v.path: harness.to_numpy(v.value) for v in loaded.weights}
+    assert sorted(before) == sorted(after), "weight paths changed on reload"
+    for key, value in before.items():
+        np.testing.assert_array_equal(after[key], value, err_msg=key)
+    inputs = harness.concrete_inputs(case)
+    kwargs = {"training": case.training}
+    y0 = model(harness.pack(case, inputs), **kwargs)
+    y1 = loaded(harness.pack(case, inputs), **kwargs)
+    same = compare.same_backend_tolerance()
+    for i, (a, b) in enumerate(
+        zip(harness.flatten(y0), harness.flatten(y1), strict=True)
+    ):
+        compare.assert_close(
+            f"reloaded output {i}", harness.to_numpy(b), harness.to_numpy(a), same
+        )
+    return _compare_outputs(cc, y1, expected, _tol(cc), "[reloaded]")
+
+
+def check_cross_backend(cc: CaseCheck, request, tmp_path) -> float:
+    from conformance import xbackend
+
+    saver = cc.policy.removeprefix("from_")
+    return xbackend.check_load(
+        cc.case,
+        saver,
+        conftest.state()["cross_dir"],
+        _case_golden(cc.case)["forward"]["float32"],
+        _tol(cc),
+    )

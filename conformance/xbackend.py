@@ -1,0 +1,130 @@
+"""Cross-backend `.keras` exchange: save on one backend, load on another.
+
+    KERAS_BACKEND=jax python -m conformance.xbackend save --out artifacts/keras
+    KERAS_BACKEND=torch pytest conformance --cross-dir artifacts/keras -k cross_backend
+
+`save` writes, for every case with the `cross_backend` check,
+`<out>/<backend>/<layer>/<case>.keras` and `<case>.npz` (the saver's weights
+and outputs). The `cross_backend` check loads each file on the current
+backend and requires identical weights and matching outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+from typing import Any
+
+import numpy as np
+
+from conformance import compare
+from conformance import spec as spec_lib
+
+
+def _paths(root: str | pathlib.Path, backend: str, case: spec_lib.Case):
+    base = pathlib.Path(root) / backend / case.spec.name
+    return base / f"{case.id}.keras", base / f"{case.id}.npz"
+
+
+def save(out: pathlib.Path, spec_dirs: list[str] | None) -> int:
+    import keras
+
+    from conformance import harness
+
+    backend = keras.backend.backend()
+    count = 0
+    for spec in spec_lib.discover(spec_dirs):
+        for case in spec.cases:
+            if "cross_backend" not in case.checks:
+                continue
+            keras.utils.clear_session()
+            model_path, data_path = _paths(out, backend, case)
+            model_path.parent.mkdir(parents=True, exist_ok=True)
+            layer = harness.ready_layer(case)
+            model = harness.functional_model(case, layer)
+            model.save(model_path)
+            outputs = model(
+                harness.pack(case, harness.concrete_inputs(case)),
+                training=case.training,
+            )
+            arrays = {
+                f"weight:{v.path}": harness.to_numpy(v.value) for v in model.weights
+            }
+            arrays.update(
+                {
+                    f"output:{i}": harness.to_numpy(o)
+                    for i, o in enumerate(harness.flatten(outputs))
+                }
+            )
+            np.savez(data_path, **arrays)
+            count += 1
+    print(f"{backend}: saved {count} models under {out / backend}")
+    return 0
+
+
+def check_load(
+    case: spec_lib.Case,
+    saver: str,
+    root: str,
+    expected: dict[str, Any],
+    tol: compare.Tol,
+) -> float:
+    import keras
+
+    from conformance import harness
+
+    model_path, data_path = _paths(root, saver, case)
+    if not model_path.exists():
+        raise AssertionError(
+            f"{model_path} is missing: run `KERAS_BACKEND={saver} "
+            "python -m conformance.xbackend save` first"
+        )
+    saved = dict(np.load(data_path))
+    model = keras.saving.load_model(model_path)
+    weights = {v.path: harness.to_numpy(v.value) for v in model.weights}
+    saved_weights = {
+        k.removeprefix("weight:"): v
+        for k, v in saved.items()
+        if k.startswith("weight:")
+    }
+    assert sorted(weights) == sorted(saved_weights), "weight paths differ"
+    for key, value in saved_weights.items():
+        np.testing.assert_array_equal(weights[key], value, err_msg=key)
+    outputs = model(
+        harness.pack(case, harness.concrete_inputs(case)), training=case.training
+    )
+    flat = harness.flatten(outputs)
+    worst = 0.0
+    for i, out in enumerate(flat):
+        got = harness.to_numpy(out)
+        worst = max(
+            worst,
+            compare.assert_close(
+                f"output {i} vs {saver}", got, saved[f"output:{i}"], tol
+            ),
+        )
+        worst = max(
+            worst,
+            compare.assert_close(
+                f"output {i} vs golden", got, expected["outputs"][i], tol
+            ),
+        )
+    return worst
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="cross-backend .keras files")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("save", help="save every cross_backend case")
+    p.add_argument("--out", type=pathlib.Path, default=pathlib.Path("artifacts/keras"))
+    p.add_argument("--spec-dir", action="append", default=None)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
+    return save(args.out, args.spec_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

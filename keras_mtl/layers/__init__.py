@@ -1,0 +1,25 @@
+"""Public layers of keras_mtl."""
+
+from keras_mtl.layers.activation import Activation
+from keras_mtl.layers.add_bias import AddBias
+from keras_mtl.layers.dense import Dense
+from keras_mtl.layers.layer_norm import LayerNorm
+from keras_mtl.layers.logit_correction import LogitCorrection
+from keras_mtl.layers.merge_tensor_list import MergeTensorList
+from keras_mtl.layers.mlp import MLP
+from keras_mtl.layers.pooling import AvgPooling
+from keras_mtl.layers.pooling import MaxPooling
+from keras_mtl.layers.pooling import SumPooling
+
+__all__ = [
+    "MLP",
+    "Activation",
+    "AddBias",
+    "AvgPooling",
+    "Dense",
+    "LayerNorm",
+    "LogitCorrection",
+    "MaxPooling",
+    "MergeTensorList",
+    "SumPooling",
+]

@@ -1,0 +1,107 @@
+"""Element-wise pooling across a list of equally shaped tensors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_mtl import validation
+
+
+class _ListPooling(keras.layers.Layer):
+    """Base class: reduces a list of same-shape tensors element-wise."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.built = True
+
+    def _check(self, shapes: list[tuple[int | None, ...]]) -> None:
+        if not shapes:
+            raise ValueError(
+                f"`{type(self).__name__}` expects a non-empty list of tensors. "
+                "Received: an empty list"
+            )
+        first = tuple(shapes[0])
+        for i, shape in enumerate(shapes[1:], start=1):
+            if len(shape) != len(first) or any(
+                a is not None and b is not None and a != b
+                for a, b in zip(first, shape, strict=True)
+            ):
+                raise ValueError(
+                    f"`{type(self).__name__}` expects tensors of identical shape. "
+                    f"Received: shape {first} at index 0 and {tuple(shape)} at "
+                    f"index {i}"
+                )
+
+    def call(self, inputs: Any) -> Any:
+        tensors = validation.as_list(inputs)
+        self._check([tuple(t.shape) for t in tensors])
+        if len(tensors) == 1:
+            return tensors[0]
+        return self._reduce(ops.stack(tensors, axis=0))
+
+    def _reduce(self, stacked: Any) -> Any:
+        raise NotImplementedError
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        if all(d is None or isinstance(d, int) for d in input_shape):
+            return tuple(input_shape)  # a single tensor
+        shapes = [tuple(s) for s in input_shape]
+        self._check(shapes)
+        return shapes[0]
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class SumPooling(_ListPooling):
+    """Element-wise sum of a list of tensors: `y = sum_i x_i`.
+
+    Input: a list or tuple of N >= 1 tensors of identical shape `S`.
+    Output: one tensor of shape `S`. No weights.
+
+    Example:
+
+    ```python
+    y = keras_mtl.layers.SumPooling()([np.ones((2, 3)), np.ones((2, 3))])  # 2s
+    ```
+    """
+
+    def _reduce(self, stacked: Any) -> Any:
+        return ops.sum(stacked, axis=0)
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class AvgPooling(_ListPooling):
+    """Element-wise mean of a list of tensors: `y = (1/N) sum_i x_i`.
+
+    Input: a list or tuple of N >= 1 tensors of identical shape `S`.
+    Output: one tensor of shape `S`. No weights.
+
+    Example:
+
+    ```python
+    y = keras_mtl.layers.AvgPooling()([np.zeros((2, 3)), np.ones((2, 3))])  # 0.5
+    ```
+    """
+
+    def _reduce(self, stacked: Any) -> Any:
+        return ops.mean(stacked, axis=0)
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class MaxPooling(_ListPooling):
+    """Element-wise maximum of a list of tensors: `y = max_i x_i`.
+
+    Input: a list or tuple of N >= 1 tensors of identical shape `S`.
+    Output: one tensor of shape `S`. No weights.
+
+    Example:
+
+    ```python
+    y = keras_mtl.layers.MaxPooling()([np.zeros((2, 3)), np.ones((2, 3))])  # 1s
+    ```
+    """
+
+    def _reduce(self, stacked: Any) -> Any:
+        return ops.max(stacked, axis=0)

@@ -1,0 +1,73 @@
+"""Shared, numerically careful building blocks used by several layers.
+
+Everything here uses `keras.ops` only, so it runs on every backend, and is
+written to stay finite on the edge cases the layers meet: zero-norm kernel
+columns, fully masked rows, large logits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+# Floor on the *squared* column norm in weight normalization (the reference
+# library's `l2_normalize` convention, i.e. a 1e-3 floor on the norm).
+WEIGHT_NORM_EPSILON = 1e-6
+
+
+def column_norms(kernel: Any) -> Any:
+    """L2 norm of each column (output unit) of a `[..., in, out]` kernel."""
+    return ops.sqrt(ops.sum(ops.square(kernel), axis=-2))
+
+
+def weight_norm(
+    kernel: Any, scale: Any | None = None, epsilon: float = WEIGHT_NORM_EPSILON
+) -> Any:
+    """Weight normalization (Salimans & Kingma, 2016) over the input axis.
+
+    `K[:, j] = W[:, j] / sqrt(max(sum_i W[i, j]^2, epsilon)) * g[j]`
+
+    Args:
+        kernel: `[..., in, out]` tensor `W`.
+        scale: optional `[..., out]` tensor `g`; unit columns when `None`.
+        epsilon: floor on the squared column norm, so zero columns stay finite.
+    """
+    squared = ops.sum(ops.square(kernel), axis=-2, keepdims=True)
+    normalized = kernel * ops.rsqrt(ops.maximum(squared, epsilon))
+    if scale is None:
+        return normalized
+    return normalized * ops.expand_dims(scale, axis=-2)
+
+
+def log_sigmoid(x: Any) -> Any:
+    """Stable `log(sigmoid(x)) = -(max(-x, 0) + log1p(exp(-|x|)))`."""
+    return -(ops.relu(-x) + ops.log1p(ops.exp(-ops.abs(x))))
+
+
+def masked_softmax(logits: Any, mask: Any | None = None, axis: int = -1) -> Any:
+    """Softmax over `axis` that ignores masked positions.
+
+    Masked positions get probability 0; a row whose positions are all masked
+    gives all zeros (not NaN).
+    """
+    if mask is None:
+        return ops.softmax(logits, axis=axis)
+    mask = ops.cast(mask, "bool")
+    dtype = keras.backend.standardize_dtype(logits.dtype)
+    # -1e9 overflows float16; -3e4 is still exp-negligible there.
+    very_negative = ops.cast(-3e4 if dtype == "float16" else -1e9, dtype)
+    masked_logits = ops.where(mask, logits, very_negative)
+    probs = ops.softmax(masked_logits, axis=axis)
+    return ops.where(mask, probs, ops.zeros_like(probs))
+
+
+def cv_squared(x: Any, axis: int = -1, epsilon: float = 1e-10) -> Any:
+    """Squared coefficient of variation `var(x) / (mean(x)^2 + epsilon)`.
+
+    Uses the population variance; the balance loss of Shazeer et al. (2017).
+    """
+    mean = ops.mean(x, axis=axis)
+    variance = ops.var(x, axis=axis)
+    return variance / (ops.square(mean) + epsilon)
