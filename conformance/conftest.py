@@ -205,6 +205,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     unused = [e for e in _STATE.get("expectations", []) if not e["used"]]
     env = {
+        "label": _STATE["report_dir"].name,
         "backend": _STATE["backend"],
         "device": _STATE["device"],
         "device_name": _STATE.get("device_name", platform.processor() or "cpu"),

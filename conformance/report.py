@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 import pathlib
@@ -27,21 +28,22 @@ def _fmt_err(err: float | None) -> str:
 
 def render(runs: list[dict[str, Any]]) -> str:
     """Markdown: a per-layer summary, then layer x check cells per backend."""
-    columns = [_column(r["env"]) for r in runs]
+    columns = list(dict.fromkeys(_column(r["env"]) for r in runs))
     cells: dict[tuple[str, str], dict[str, list[dict]]] = collections.defaultdict(
         lambda: collections.defaultdict(list)
     )
-    for run, col in zip(runs, columns, strict=True):
+    for run in runs:
+        col = _column(run["env"])
         for res in run["results"]:
             cells[(res["layer"], _check_label(res))][col].append(res)
     layers = sorted({k[0] for k in cells})
     lines = ["# keras_mtl conformance", ""]
     lines.append("| environment | keras | backend version | device | time (s) |")
     lines.append("|---|---|---|---|---|")
-    for run, col in zip(runs, columns, strict=True):
+    for run in runs:
         env = run["env"]
         lines.append(
-            f"| {col} | {env['keras']} | {env['backend_version']} | "
+            f"| {env.get('label', _column(env))} | {env['keras']} | {env['backend_version']} | "
             f"{env['device_name']} | {env['seconds']} |"
         )
     lines += [
@@ -75,8 +77,8 @@ def render(runs: list[dict[str, Any]]) -> str:
             row.append(_cell(cells[(layer, check)].get(col, [])))
         lines.append("| " + " | ".join(row) + " |")
     failures = [
-        (col, r)
-        for run, col in zip(runs, columns, strict=True)
+        (_column(run["env"]), r)
+        for run in runs
         for r in run["results"]
         if r["status"] in ("failed", "xpass-strict")
     ]
@@ -153,11 +155,20 @@ def summary_lines(env: dict[str, Any], results: list[dict[str, Any]]) -> list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m conformance.report reports/*/results.json > matrix.md`."""
-    args = argv if argv is not None else sys.argv[1:]
-    runs = [json.loads(pathlib.Path(a).read_text()) for a in args]
+    """`python -m conformance.report reports/*/results.json [--out FILE]`.
+
+    Prints the merged matrix and exits 1 if any check failed.
+    """
+    parser = argparse.ArgumentParser(description="merge conformance results")
+    parser.add_argument("results", nargs="+", type=pathlib.Path)
+    parser.add_argument("--out", type=pathlib.Path, default=None)
+    args = parser.parse_args(argv)
+    runs = [json.loads(p.read_text()) for p in args.results]
     runs.sort(key=lambda r: _column(r["env"]))
-    sys.stdout.write(render(runs))
+    text = render(runs)
+    if args.out:
+        args.out.write_text(text)
+    sys.stdout.write(text)
     bad = sum(
         r["status"] in ("failed", "xpass-strict")
         for run in runs

@@ -5,10 +5,9 @@ The registry mirrors the reference library's table of activation names (see
 (`2 * sigmoid(x)`) is available and survives serialization, and unknown names
 raise `ValueError` instead of being evaluated as Python code.
 
-Stateless activations resolve to functions; activations that carry weights or
-constructor arguments (`prelu`, `leakyrelu`, `elu`, `relu`, `softmax`,
-`thresholdedrelu`) resolve to a new Keras layer instance on every `get`, so two
-layers never share an activation's weights by accident.
+Stateless activations resolve to functions; `prelu`, which carries weights,
+resolves to a new `keras.layers.PReLU` on every `get`, so two layers never
+share an activation's weights by accident.
 """
 
 from __future__ import annotations
@@ -45,43 +44,21 @@ def hard_sigmoid(x: Any) -> Any:
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class ThresholdedReLU(keras.layers.Layer):
-    """`x` where `x > theta`, else 0 (removed from Keras 3, kept for the registry).
+def leakyrelu(x: Any) -> Any:
+    """Leaky ReLU with the reference slope 0.3 for negative inputs."""
+    return keras.activations.leaky_relu(x, negative_slope=0.3)
 
-    Args:
-        theta: float. Threshold location. Defaults to `1.0`.
-        **kwargs: Args to pass to the base class.
-    """
 
-    def __init__(self, theta: float = 1.0, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        if theta < 0:
-            raise ValueError(f"`theta` must be non-negative. Received: theta={theta}")
-        self.theta = float(theta)
-        self.built = True
-
-    def call(self, inputs: Any) -> Any:
-        return ops.where(inputs > self.theta, inputs, ops.zeros_like(inputs))
-
-    def compute_output_shape(self, input_shape: Any) -> Any:
-        return input_shape
-
-    def get_config(self) -> dict[str, Any]:
-        config = super().get_config()
-        config.update({"theta": self.theta})
-        return config
+@keras.saving.register_keras_serializable(package="keras_mtl")
+def thresholdedrelu(x: Any) -> Any:
+    """`x` where `x > 1`, else 0 (Keras 2's ThresholdedReLU with theta=1)."""
+    return ops.where(x > 1.0, x, ops.zeros_like(x))
 
 
 def _layer_factories() -> dict[str, Callable[[], keras.layers.Layer]]:
-    layers = keras.layers
-    return {
-        "leakyrelu": lambda: layers.LeakyReLU(negative_slope=0.3),
-        "relu": lambda: layers.ReLU(),
-        "elu": lambda: layers.ELU(alpha=1.0),
-        "softmax": lambda: layers.Softmax(axis=-1),
-        "thresholdedrelu": lambda: ThresholdedReLU(theta=1.0),
-        "prelu": lambda: layers.PReLU(alpha_initializer="zeros"),
-    }
+    # Only activations with weights are layers; the rest are functions, which
+    # follow the caller's dtype policy without extra plumbing.
+    return {"prelu": lambda: keras.layers.PReLU(alpha_initializer="zeros")}
 
 
 def _functions() -> dict[str, Callable[[Any], Any]]:
@@ -99,6 +76,11 @@ def _functions() -> dict[str, Callable[[Any], Any]]:
         "softsign": acts.softsign,
         "swish": acts.silu,
         "tanh": acts.tanh,
+        "leakyrelu": leakyrelu,
+        "relu": acts.relu,
+        "elu": acts.elu,
+        "softmax": acts.softmax,
+        "thresholdedrelu": thresholdedrelu,
     }
 
 
@@ -190,9 +172,11 @@ def deserialize(config: str | dict[str, Any] | None) -> Callable[..., Any] | Non
 
 
 def clone(
-    activation: Callable[..., Any] | None, name: str | None = None
+    activation: Callable[..., Any] | None,
+    name: str | None = None,
+    dtype: Any = None,
 ) -> Callable[..., Any] | None:
-    """An unshared copy of a layer activation (renamed to `name` if given).
+    """An unshared copy of a layer activation, optionally renamed and re-typed.
 
     Functions are returned as they are.
     """
@@ -200,6 +184,10 @@ def clone(
         config = activation.get_config()
         if name is not None:
             config["name"] = name
+        if dtype is not None:
+            config["dtype"] = keras.dtype_policies.serialize(
+                keras.dtype_policies.get(dtype)
+            )
         return activation.__class__.from_config(config)
     return activation
 
@@ -211,8 +199,6 @@ def name_of(activation: Callable[..., Any] | None) -> str | None:
     for name, fn in _functions().items():
         if activation is fn:
             return name
-    if activation is keras.activations.relu:
-        return "relu"
     if isinstance(activation, keras.layers.ReLU):
         cfg = activation.get_config()
         plain = (
@@ -226,11 +212,12 @@ def name_of(activation: Callable[..., Any] | None) -> str | None:
 
 __all__ = [
     "ALL_ACTIVATION_NAMES",
-    "ThresholdedReLU",
     "deserialize",
     "gelu",
     "get",
     "hard_sigmoid",
+    "leakyrelu",
     "serialize",
     "sigmoid2",
+    "thresholdedrelu",
 ]

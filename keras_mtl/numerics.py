@@ -42,8 +42,14 @@ def weight_norm(
 
 
 def log_sigmoid(x: Any) -> Any:
-    """Stable `log(sigmoid(x)) = -(max(-x, 0) + log1p(exp(-|x|)))`."""
-    return -(ops.relu(-x) + ops.log1p(ops.exp(-ops.abs(x))))
+    """Stable `log(sigmoid(x))` with the right gradient everywhere.
+
+    Delegates to each backend's native log-sigmoid. The textbook split
+    `-(relu(-x) + log1p(exp(-|x|)))` is stable in value but its gradient at
+    `x = 0` depends on each backend's subgradient convention for `relu` and
+    `abs` (TensorFlow returns 0 instead of 0.5); a spec case pins this.
+    """
+    return ops.log_sigmoid(x)
 
 
 def masked_softmax(logits: Any, mask: Any | None = None, axis: int = -1) -> Any:

@@ -37,7 +37,7 @@ class Activation(keras.layers.Layer):
                 "`activation` must be a name, dict or callable. Received: None"
             )
         self.activation = activations.clone(
-            activations.get(activation), name="activation"
+            activations.get(activation), name="activation", dtype=self.dtype_policy
         )
         self.supports_masking = True
 

@@ -88,7 +88,7 @@ class MLP(keras.layers.Layer):
         # Passed args.
         self.output_dims = validation.positive_int_list("output_dims", output_dims)
         n = len(self.output_dims)
-        self.activations = _resolve_activations(activations, n)
+        self.activations = _resolve_activations(activations, n, self.dtype_policy)
         self.initializers = _resolve_initializers(initializers, n)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.use_weight_norm = bool(use_weight_norm)
@@ -122,7 +122,7 @@ class MLP(keras.layers.Layer):
                     name=f"dense_{i}",
                 )
             )
-            if i < n - 1:
+            if i < n - 1 and self.enable_batch_normalization:
                 self.batch_norms.append(self._batch_norm(f"batch_norm_{i}"))
         self.supports_masking = True
 
@@ -208,7 +208,7 @@ class MLP(keras.layers.Layer):
 activations_serialize = activations.serialize
 
 
-def _resolve_activations(spec: Any, n: int) -> list[Any]:
+def _resolve_activations(spec: Any, n: int, dtype: Any) -> list[Any]:
     """Applies the MLP activation rules; every layer gets its own instance."""
     if isinstance(spec, (list, tuple)):
         if len(spec) != n:
@@ -221,7 +221,8 @@ def _resolve_activations(spec: Any, n: int) -> list[Any]:
         hidden = activations.get("relu" if spec is None else spec)
         resolved = [hidden] * (n - 1) + [None]
     return [
-        activations.clone(a, name=f"activation_{i}") for i, a in enumerate(resolved)
+        activations.clone(a, name=f"activation_{i}", dtype=dtype)
+        for i, a in enumerate(resolved)
     ]
 
 

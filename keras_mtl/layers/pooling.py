@@ -60,6 +60,9 @@ class SumPooling(_ListPooling):
     Input: a list or tuple of N >= 1 tensors of identical shape `S`.
     Output: one tensor of shape `S`. No weights.
 
+    Args:
+        **kwargs: Args to pass to the base class.
+
     Example:
 
     ```python
@@ -78,6 +81,9 @@ class AvgPooling(_ListPooling):
     Input: a list or tuple of N >= 1 tensors of identical shape `S`.
     Output: one tensor of shape `S`. No weights.
 
+    Args:
+        **kwargs: Args to pass to the base class.
+
     Example:
 
     ```python
@@ -95,6 +101,9 @@ class MaxPooling(_ListPooling):
 
     Input: a list or tuple of N >= 1 tensors of identical shape `S`.
     Output: one tensor of shape `S`. No weights.
+
+    Args:
+        **kwargs: Args to pass to the base class.
 
     Example:
 

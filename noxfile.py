@@ -1,0 +1,174 @@
+"""nox sessions for keras_mtl.
+
+    nox -t conformance     # conformance on TF, JAX, torch + cross-backend .keras + matrix
+    nox -s tests           # lint, golden staleness, reference independence, unit tests
+    nox -s goldens         # regenerate reference outputs (`-- --check` to verify)
+    nox -s lint            # ruff
+    nox -s bench           # benchmarks
+
+Each conformance venv holds only its backend, which also catches accidental
+imports of another backend. Extra arguments after `--` go to pytest, e.g.
+`nox -s "conformance(jax)" -- -k dense --device gpu`.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pathlib
+import sys
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+# pip, not uv: the pinned CPU build of torch is served by pip's configured index.
+nox.options.default_venv_backend = "virtualenv"
+nox.options.reuse_venv = "yes"
+nox.options.sessions = ["lint", "tests"]
+
+BACKENDS = ("tensorflow", "jax", "torch")
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+CPU_ENV = {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu", "PYTHONHASHSEED": "0"}
+REPORTS = pathlib.Path("reports")
+CROSS_DIR = pathlib.Path("artifacts/keras")
+
+
+def _install(session: nox.Session, extras: str) -> None:
+    session.install(
+        "-e", f".[{extras}]", *nox.project.dependency_groups(PYPROJECT, "test")
+    )
+
+
+def _env(backend: str) -> dict[str, str]:
+    return {**CPU_ENV, "KERAS_BACKEND": backend}
+
+
+@nox.session(tags=["conformance"])
+@nox.parametrize("backend", BACKENDS)
+def conformance(session: nox.Session, backend: str) -> None:
+    """The conformance suite on one backend (CPU unless `-- --device gpu`)."""
+    _install(session, backend)
+    device = "gpu" if "gpu" in session.posargs else "cpu"
+    env = _env(backend)
+    if device == "gpu":
+        env.pop("CUDA_VISIBLE_DEVICES")
+        env.pop("JAX_PLATFORMS")
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "conformance",
+        "-q",
+        "-rfExX",
+        "-p",
+        "no:cacheprovider",
+        f"--report-dir={REPORTS}/{backend}-{device}",
+        f"--junitxml={REPORTS}/{backend}-{device}/junit.xml",
+        "-o",
+        f"junit_suite_name=keras_mtl-{backend}-{device}",
+        *session.posargs,
+        env=env,
+    )
+
+
+@nox.session(
+    tags=["conformance"],
+    requires=[f"conformance({b})" for b in BACKENDS],
+)
+def cross_backend(session: nox.Session) -> None:
+    """Save `.keras` files on each backend and load them on every other (3x3)."""
+    _install(session, "all")
+    for backend in BACKENDS:
+        session.run(
+            "python",
+            "-m",
+            "conformance.xbackend",
+            "save",
+            f"--out={CROSS_DIR}",
+            env=_env(backend),
+        )
+    for backend in BACKENDS:
+        session.run(
+            "python",
+            "-m",
+            "pytest",
+            "conformance",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "cross_backend",
+            f"--cross-dir={CROSS_DIR}",
+            f"--report-dir={REPORTS}/xload-{backend}-cpu",
+            *session.posargs,
+            env=_env(backend),
+        )
+
+
+@nox.session(
+    tags=["conformance"],
+    venv_backend="none",
+    requires=["cross_backend"],
+)
+def matrix(session: nox.Session) -> None:
+    """Merge every results.json into reports/conformance.md and print it."""
+    results = sorted(glob.glob(str(REPORTS / "*" / "results.json")))
+    if not results:
+        session.error("no reports/*/results.json: run `nox -t conformance` first")
+    out = REPORTS / "conformance.md"
+    session.run(
+        sys.executable,
+        "-m",
+        "conformance.report",
+        *results,
+        f"--out={out}",
+        external=True,
+    )
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Lint, golden staleness, reference independence and unit tests per backend."""
+    _install(session, "all")
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("python", "-m", "conformance.goldens", "--check")
+    for backend in BACKENDS:
+        session.run(
+            "python",
+            "-m",
+            "pytest",
+            "tests",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={REPORTS}/tests-{backend}.xml",
+            *session.posargs,
+            env=_env(backend),
+        )
+
+
+@nox.session
+def goldens(session: nox.Session) -> None:
+    """Regenerate the reference outputs (`nox -s goldens -- --check` to verify)."""
+    # Only numpy, scipy and the YAML/schema readers: no deep-learning backend.
+    session.install(*nox.project.dependency_groups(PYPROJECT, "goldens"))
+    session.run("python", "-m", "conformance.goldens", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(default=False)
+@nox.parametrize("backend", BACKENDS)
+def bench(session: nox.Session, backend: str) -> None:
+    """Benchmarks, reported as ratios against baselines measured in the same run."""
+    _install(session, backend)
+    os.makedirs(REPORTS, exist_ok=True)
+    session.run("python", "-m", "bench", *session.posargs, env=_env(backend))

@@ -1,0 +1,165 @@
+"""Spec loading: schema validation and errors that name file, case and field."""
+
+from __future__ import annotations
+
+import pathlib
+import textwrap
+
+import pytest
+
+from conformance import goldens
+from conformance import spec as spec_lib
+
+GOOD = """\
+schema_version: 1
+layer: keras_mtl.layers.LayerNorm
+reference: conformance.reference.core:layer_norm
+description: test spec
+outputs: [y]
+cases:
+  - id: small
+    config: {}
+    inputs:
+      x: {shape: [2, 3], generator: {kind: normal, seed: 1}}
+    weights:
+      gamma: {shape: [3], data: [1.0, 1.0, 1.0]}
+      beta: {shape: [3], data: [0.0, 0.0, 0.0]}
+"""
+
+
+def _write(tmp_path: pathlib.Path, text: str) -> pathlib.Path:
+    path = tmp_path / "my_layer" / "spec.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_good_spec_loads(tmp_path):
+    spec = spec_lib.load_spec(_write(tmp_path, GOOD))
+    assert spec.name == "my_layer"
+    assert spec.cases[0].input_arrays()["x"].shape == (2, 3)
+
+
+def test_every_repo_spec_is_valid():
+    specs = spec_lib.discover()
+    assert len(specs) >= 10
+    for spec in specs:
+        assert len(spec.cases) >= 3, f"{spec.name} needs at least 3 cases"
+        assert any(
+            any(t["shape"][0] == 1 for t in c.inputs.values()) for c in spec.cases
+        ), f"{spec.name} has no batch-size-1 case"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "case", "field"),
+    [
+        ("seed: 1}", "seed: -1}", "small", "inputs.x.generator.seed"),
+        (
+            "shape: [3], data: [1.0, 1.0, 1.0]",
+            "shape: [3], data: [1.0]",
+            "small",
+            "weights.gamma",
+        ),
+        (
+            "config: {}",
+            "config: {}\n    checks: [forward, telepathy]",
+            "small",
+            "checks.1",
+        ),
+        (
+            "config: {}",
+            "config: {}\n    tolerance: [{rtol: 1.0e-3}]",
+            "small",
+            "tolerance.0",
+        ),
+        ("id: small", "id: Small Case", "Small Case", "id"),
+    ],
+)
+def test_errors_name_file_case_and_field(tmp_path, old, new, case, field):
+    path = _write(tmp_path, GOOD.replace(old, new))
+    with pytest.raises(spec_lib.SpecError) as err:
+        spec_lib.load_spec(path)
+    message = str(err.value)
+    assert str(path) in message
+    assert f"case '{case}'" in message
+    assert f"field '{field}'" in message
+
+
+def test_exponent_without_dot_gets_a_hint(tmp_path):
+    path = _write(
+        tmp_path,
+        GOOD.replace(
+            "config: {}",
+            "config: {}\n    tolerance: [{rtol: 1e-3, reason: a long enough reason}]",
+        ),
+    )
+    with pytest.raises(spec_lib.SpecError, match="write 1.0e-3"):
+        spec_lib.load_spec(path)
+
+
+def test_duplicate_case_ids(tmp_path):
+    case = GOOD[GOOD.index("  - id: small") :]
+    path = _write(tmp_path, GOOD + case)
+    with pytest.raises(spec_lib.SpecError, match="duplicate case id"):
+        spec_lib.load_spec(path)
+
+
+def test_unknown_layer_path_is_a_clear_error(tmp_path):
+    path = _write(tmp_path, GOOD.replace("layers.LayerNorm", "layers.NoSuchLayer"))
+    spec = spec_lib.load_spec(path)
+    with pytest.raises(
+        spec_lib.SpecError, match="field 'layer'.*has no attribute 'NoSuchLayer'"
+    ):
+        spec_lib.resolve(spec.layer, spec.path, "layer")
+
+
+def test_unknown_reference_module(tmp_path):
+    path = _write(tmp_path, GOOD.replace("reference.core:", "reference.nope:"))
+    spec = spec_lib.load_spec(path)
+    with pytest.raises(spec_lib.SpecError, match="cannot import module.*reference"):
+        spec.reference_fn()
+
+
+def test_invalid_yaml(tmp_path):
+    path = _write(tmp_path, "cases: [unclosed")
+    with pytest.raises(spec_lib.SpecError, match="invalid YAML"):
+        spec_lib.load_spec(path)
+
+
+def test_generators_are_stable():
+    # Legacy RandomState streams are frozen across NumPy versions.
+    x = spec_lib.materialize({"shape": [3], "generator": {"kind": "normal", "seed": 0}})
+    assert x.tolist() == pytest.approx([1.7640524, 0.4001572, 0.9787380], abs=1e-6)
+
+
+def test_bfloat16_rounding_is_round_to_nearest_even():
+    import numpy as np
+
+    x = np.array([1.0, 1.00390625, 1.01171875, 3.14159265, -2.5e-3])
+    np.testing.assert_array_equal(
+        spec_lib.round_to(x, "bfloat16"),
+        [1.0, 1.0, 1.015625, 3.140625, -0.00250244140625],
+    )
+
+
+def test_golden_check_detects_a_stale_spec(tmp_path):
+    path = _write(tmp_path, GOOD)
+    spec = spec_lib.load_spec(path)
+    goldens.write(spec, goldens.generate(spec))
+    assert goldens.check(spec) is None
+    path.write_text(GOOD.replace("seed: 1}", "seed: 2}"))
+    reason = goldens.check(spec_lib.load_spec(path))
+    assert reason is not None and "changed" in reason
+    assert goldens.main(["--check", f"--spec-dir={tmp_path}"]) == 1
+
+
+def test_golden_check_detects_an_edited_value(tmp_path):
+    path = _write(tmp_path, GOOD)
+    spec = spec_lib.load_spec(path)
+    goldens.write(spec, goldens.generate(spec))
+    golden = spec.golden_path.read_text()
+    first = golden.index("outputs:")
+    number_at = golden.index("[", golden.index("- -", first)) + 1
+    end = golden.index(",", number_at)
+    spec.golden_path.write_text(golden[:number_at] + "0.125" + golden[end:])
+    assert "differ" in goldens.check(spec)
