@@ -1,6 +1,6 @@
 """nox sessions for keras_mtl.
 
-    nox -t conformance     # conformance on TF, JAX, torch + cross-backend .keras + matrix
+    nox -t conformance     # TF, JAX, torch + cross-backend .keras + the matrix
     nox -s tests           # lint, golden staleness, reference independence, unit tests
     nox -s goldens         # regenerate reference outputs (`-- --check` to verify)
     nox -s lint            # ruff

@@ -43,8 +43,8 @@ def render(runs: list[dict[str, Any]]) -> str:
     for run in runs:
         env = run["env"]
         lines.append(
-            f"| {env.get('label', _column(env))} | {env['keras']} | {env['backend_version']} | "
-            f"{env['device_name']} | {env['seconds']} |"
+            f"| {env.get('label', _column(env))} | {env['keras']} | "
+            f"{env['backend_version']} | {env['device_name']} | {env['seconds']} |"
         )
     lines += [
         "",

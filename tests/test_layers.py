@@ -80,7 +80,8 @@ def test_invalid_constructor_arguments(build, pattern):
         (
             layers.SumPooling(),
             [_x(2, 3), _x(2, 4)],
-            r"identical shape. Received: shape \(2, 3\) at index 0 and \(2, 4\) at index 1",
+            r"identical shape. Received: shape \(2, 3\) at index 0 and \(2, 4\) "
+            r"at index 1",
         ),
         (layers.MaxPooling(), [], r"non-empty list"),
         (
