@@ -44,7 +44,7 @@ def _env(backend: str) -> dict[str, str]:
 
 
 @nox.session(tags=["conformance"])
-@nox.parametrize("backend", BACKENDS)
+@nox.parametrize("backend", BACKENDS, ids=BACKENDS)
 def conformance(session: nox.Session, backend: str) -> None:
     """The conformance suite on one backend (CPU unless `-- --device gpu`)."""
     _install(session, backend)
@@ -166,7 +166,7 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
-@nox.parametrize("backend", BACKENDS)
+@nox.parametrize("backend", BACKENDS, ids=BACKENDS)
 def bench(session: nox.Session, backend: str) -> None:
     """Benchmarks, reported as ratios against baselines measured in the same run."""
     _install(session, backend)

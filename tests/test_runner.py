@@ -16,9 +16,22 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def _run(*args: str, tmp_path: pathlib.Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "conformance", "-q", "-p",
-         "no:cacheprovider", f"--report-dir={tmp_path / 'report'}", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "conformance",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            f"--report-dir={tmp_path / 'report'}",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
@@ -62,13 +75,29 @@ def test_a_stale_spec_fails_with_the_command_to_run(tmp_path):
 def test_expected_failures_are_strict(tmp_path):
     specs = _copy_spec(tmp_path)
     expectations = tmp_path / "exp.yaml"
-    expectations.write_text(yaml.safe_dump([
-        {"match": "add_bias/rank2/forward/float32$", "status": "xfail",
-         "reason": "deliberately wrong: this check passes"},
-        {"match": "no_such_layer/", "status": "xfail", "reason": "matches nothing"},
-    ]))
-    proc = _run(f"--spec-dir={specs}", f"--expectations={expectations}", "-k",
-                "rank2 and forward", tmp_path=tmp_path)
+    expectations.write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "match": "add_bias/rank2/forward/float32$",
+                    "status": "xfail",
+                    "reason": "deliberately wrong: this check passes",
+                },
+                {
+                    "match": "no_such_layer/",
+                    "status": "xfail",
+                    "reason": "matches nothing",
+                },
+            ]
+        )
+    )
+    proc = _run(
+        f"--spec-dir={specs}",
+        f"--expectations={expectations}",
+        "-k",
+        "rank2 and forward",
+        tmp_path=tmp_path,
+    )
     assert proc.returncode == 1
     assert "XPASS(strict)" in proc.stdout
     assert "'no_such_layer/'" in proc.stdout and "matched no test" in proc.stdout

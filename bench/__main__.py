@@ -1,0 +1,42 @@
+"""`python -m bench [--out FILE]`: run the benchmarks on the current backend."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+
+import keras
+
+from bench import core_layers
+
+SUITES = {"core": core_layers.run}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--suite", choices=sorted(SUITES), action="append")
+    parser.add_argument("--out", type=pathlib.Path, default=None)
+    args = parser.parse_args()
+    backend = keras.backend.backend()
+    lines = [
+        f"## {backend}",
+        "",
+        "| benchmark | baseline | baseline ms | keras_mtl ms | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for name in args.suite or sorted(SUITES):
+        for row in SUITES[name]():
+            lines.append(
+                f"| {row['benchmark']} | {row['baseline']} | "
+                f"{row['baseline_ms']:.2f} | {row['ours_ms']:.2f} | "
+                f"{row['ratio']:.2f} |"
+            )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = args.out or pathlib.Path("reports") / f"bench-{backend}.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
