@@ -117,6 +117,8 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     report_dir = config.getoption("--report-dir") or f"reports/{backend}-{device}"
     _STATE["report_dir"] = pathlib.Path(report_dir)
+    if not config.option.xmlpath and hasattr(config.option, "xmlpath"):
+        config.option.xmlpath = str(_STATE["report_dir"] / "junit.xml")
     exp = config.getoption("--expectations")
     if exp is None:
         name = backend + ("-gpu" if device == "gpu" else "")

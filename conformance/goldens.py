@@ -35,8 +35,14 @@ def _run_reference(
     case: spec_lib.Case, inputs: dict[str, np.ndarray], weights: dict[str, np.ndarray]
 ) -> dict[str, Any]:
     fn = case.spec.reference_fn()
+    positional, tensor_kwargs = case.split_inputs(inputs)
     result = fn(
-        list(inputs.values()), weights, case.config, case.training, **case.call_kwargs
+        positional,
+        weights,
+        case.config,
+        case.training,
+        **case.call_kwargs,
+        **tensor_kwargs,
     )
     outputs = [np.asarray(o, dtype=np.float64) for o in result["outputs"]]
     if len(outputs) != len(case.spec.outputs) and len(case.spec.outputs) != 1:

@@ -54,11 +54,21 @@ def concrete_inputs(
     ]
 
 
-def pack(case: spec_lib.Case, inputs: list[Any]) -> Any:
-    """Arranges the input list as the layer's first call argument."""
-    if case.spec.call_format == "single":
-        return inputs[0]
-    return list(inputs)
+def split(case: spec_lib.Case, inputs: list[Any]) -> tuple[Any, dict[str, Any]]:
+    """The layer's first call argument and its tensor keyword arguments.
+
+    Inputs with a `kwarg` key in the spec (masks, say) become keyword
+    arguments; the rest form the first argument (one tensor for
+    `call_format: single`, else a list).
+    """
+    positional, tensor_kwargs = [], {}
+    for tensor, value in zip(case.inputs.values(), inputs, strict=True):
+        if "kwarg" in tensor:
+            tensor_kwargs[tensor["kwarg"]] = value
+        else:
+            positional.append(value)
+    first = positional[0] if case.spec.call_format == "single" else positional
+    return first, tensor_kwargs
 
 
 def call_kwargs(case: spec_lib.Case, layer: keras.layers.Layer) -> dict[str, Any]:
@@ -69,8 +79,22 @@ def call_kwargs(case: spec_lib.Case, layer: keras.layers.Layer) -> dict[str, Any
     return kwargs
 
 
+def call_args(
+    layer: keras.layers.Layer, case: spec_lib.Case, inputs: list[Any]
+) -> tuple[Any, dict[str, Any]]:
+    """`(first_argument, kwargs)` for calling `layer` (or its stateless_call)."""
+    first, tensor_kwargs = split(case, inputs)
+    return first, {**tensor_kwargs, **call_kwargs(case, layer)}
+
+
 def call(layer: keras.layers.Layer, case: spec_lib.Case, inputs: list[Any]) -> Any:
-    return layer(pack(case, inputs), **call_kwargs(case, layer))
+    first, kwargs = call_args(layer, case, inputs)
+    return layer(first, **kwargs)
+
+
+def model_inputs(inputs: list[Any]) -> Any:
+    """Inputs as the functional model built by `functional_model` takes them."""
+    return inputs[0] if len(inputs) == 1 else list(inputs)
 
 
 def build(layer: keras.layers.Layer, case: spec_lib.Case) -> Any:
@@ -129,4 +153,4 @@ def to_numpy(x: Any) -> np.ndarray:
 def functional_model(case: spec_lib.Case, layer: keras.layers.Layer) -> keras.Model:
     inputs = symbolic_inputs(case)
     outputs = call(layer, case, inputs)
-    return keras.Model(inputs, outputs)
+    return keras.Model(model_inputs(inputs), outputs)

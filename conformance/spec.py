@@ -121,9 +121,20 @@ class Case:
     def trainable_weights(self) -> list[str]:
         return [k for k, t in self.weights.items() if t.get("trainable", True)]
 
+    def split_inputs(
+        self, arrays: dict[str, np.ndarray]
+    ) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
+        """Positional inputs (in order) and tensor keyword arguments (masks)."""
+        positional = [arrays[k] for k, t in self.inputs.items() if "kwarg" not in t]
+        kwargs = {t["kwarg"]: arrays[k] for k, t in self.inputs.items() if "kwarg" in t}
+        return positional, kwargs
+
     def float_inputs(self) -> list[str]:
+        """Differentiable inputs: positional float32 tensors."""
         return [
-            k for k, t in self.inputs.items() if t.get("dtype", "float32") == "float32"
+            k
+            for k, t in self.inputs.items()
+            if t.get("dtype", "float32") == "float32" and "kwarg" not in t
         ]
 
     def _materialize(self, group: str, key: str, tensor: dict[str, Any]) -> np.ndarray:
@@ -294,7 +305,8 @@ def load_spec(path: pathlib.Path | str) -> LayerSpec:
             raise SpecError(
                 path, "float32 must be among the policies", cid, "dtype_policies"
             )
-        if spec.call_format == "single" and len(case.inputs) != 1:
+        positional = [k for k, t in case.inputs.items() if "kwarg" not in t]
+        if spec.call_format == "single" and len(positional) != 1:
             raise SpecError(
                 path, "call_format 'single' takes exactly one input", cid, "inputs"
             )

@@ -46,7 +46,7 @@ def save(out: pathlib.Path, spec_dirs: list[str] | None) -> int:
             model = harness.functional_model(case, layer)
             model.save(model_path)
             outputs = model(
-                harness.pack(case, harness.concrete_inputs(case)),
+                harness.model_inputs(harness.concrete_inputs(case)),
                 training=case.training,
             )
             arrays = {
@@ -93,7 +93,7 @@ def check_load(
     for key, value in saved_weights.items():
         np.testing.assert_array_equal(weights[key], value, err_msg=key)
     outputs = model(
-        harness.pack(case, harness.concrete_inputs(case)), training=case.training
+        harness.model_inputs(harness.concrete_inputs(case)), training=case.training
     )
     flat = harness.flatten(outputs)
     worst = 0.0

@@ -13,8 +13,11 @@ import yaml
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _run(*args: str, tmp_path: pathlib.Path) -> subprocess.CompletedProcess:
+def _run(
+    *args: str, tmp_path: pathlib.Path, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
+    env.update(extra_env or {})
     return subprocess.run(
         [
             sys.executable,
@@ -109,3 +112,83 @@ def test_expectations_need_a_reason(tmp_path):
     proc = _run(f"--expectations={expectations}", "-k", "nothing", tmp_path=tmp_path)
     assert proc.returncode != 0
     assert "reason is required" in proc.stdout + proc.stderr
+
+
+USER_LAYER = '''
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="user_pkg")
+class MaskedMean(keras.layers.Layer):
+    """Mean over axis 1 of the unmasked steps, times a learned scale."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(name="scale", shape=(input_shape[-1],))
+
+    def call(self, x, mask=None):
+        m = ops.cast(ops.expand_dims(mask, -1), x.dtype)
+        total = ops.sum(x * m, axis=1)
+        count = ops.maximum(ops.sum(m, axis=1), 1.0)
+        return total / count * self.scale
+'''
+
+USER_REFERENCE = """
+import numpy as np
+
+
+def masked_mean(inputs, weights, config, training, mask):
+    (x,) = inputs
+    m = mask[..., None].astype(np.float64)
+    return {"outputs": [(x * m).sum(1) / np.maximum(m.sum(1), 1.0) * weights["scale"]]}
+"""
+
+USER_SPEC = """\
+schema_version: 1
+layer: user_pkg.layers.MaskedMean
+reference: user_pkg.reference:masked_mean
+description: A user's own layer with a mask passed as a keyword argument.
+cases:
+  - id: padded
+    config: {}
+    checks: [config_roundtrip, build, symbolic, forward, compiled, grad, keras_file]
+    inputs:
+      x: {shape: [2, 3, 2], generator: {kind: normal, seed: 1}}
+      mask: {shape: [2, 3], dtype: bool, kwarg: mask,
+             data: [[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]}
+    weights:
+      scale: {shape: [2], data: [1.0, 2.0]}
+"""
+
+
+def test_user_spec_directory_with_a_masked_layer(tmp_path):
+    pkg = tmp_path / "src" / "user_pkg"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "layers.py").write_text(USER_LAYER)
+    (pkg / "reference.py").write_text(USER_REFERENCE)
+    spec_dir = tmp_path / "user_specs" / "masked_mean"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "spec.yaml").write_text(USER_SPEC)
+    env_path = f"{tmp_path / 'src'}{os.pathsep}{ROOT}"
+    gen = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "conformance.goldens",
+            f"--spec-dir={tmp_path / 'user_specs'}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": env_path},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "masked_mean" in gen.stdout
+    proc = _run(
+        f"--spec-dir={tmp_path / 'user_specs'}",
+        tmp_path=tmp_path,
+        extra_env={"PYTHONPATH": env_path},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "9 passed" in proc.stdout

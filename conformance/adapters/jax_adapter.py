@@ -11,32 +11,24 @@ import numpy as np
 from conformance import harness
 
 
-def _objective(layer, case, ntv, inputs, float_idx, cotangents):
+def vjp(layer, case, inputs, float_idx, cotangents) -> tuple[list, list]:
+    tv = [v.value for v in layer.trainable_variables]
+    ntv = [v.value for v in layer.non_trainable_variables]
+
     def objective(tv, float_inputs):
         args = list(inputs)
         for i, x in zip(float_idx, float_inputs, strict=True):
             args[i] = x
+        first, kwargs = harness.call_args(layer, case, args)
         outputs, _, losses = layer.stateless_call(
-            tv,
-            ntv,
-            harness.pack(case, args),
-            return_losses=True,
-            **harness.call_kwargs(case, layer),
+            tv, ntv, first, return_losses=True, **kwargs
         )
-        flat = harness.flatten(outputs)
         total = sum(
             jnp.sum(o.astype(jnp.float32) * c)
-            for o, c in zip(flat, cotangents, strict=True)
+            for o, c in zip(harness.flatten(outputs), cotangents, strict=True)
         )
         return total + sum(losses)
 
-    return objective
-
-
-def vjp(layer, case, inputs, float_idx, cotangents) -> tuple[list, list]:
-    tv = [v.value for v in layer.trainable_variables]
-    ntv = [v.value for v in layer.non_trainable_variables]
-    objective = _objective(layer, case, ntv, inputs, float_idx, cotangents)
     g_tv, g_x = jax.grad(objective, argnums=(0, 1))(tv, [inputs[i] for i in float_idx])
     return [np.asarray(g) for g in g_x], [np.asarray(g) for g in g_tv]
 
@@ -47,9 +39,8 @@ def compiled_call(layer, case, inputs) -> Any:
 
     @jax.jit
     def run(tv, ntv, args):
-        outputs, _ = layer.stateless_call(
-            tv, ntv, harness.pack(case, args), **harness.call_kwargs(case, layer)
-        )
+        first, kwargs = harness.call_args(layer, case, args)
+        outputs, _ = layer.stateless_call(tv, ntv, first, **kwargs)
         return outputs
 
     return run(tv, ntv, list(inputs))

@@ -19,31 +19,30 @@ def vjp(layer, case, inputs, float_idx, cotangents) -> tuple[list, list]:
         args = list(inputs)
         for i, x in zip(float_idx, float_inputs, strict=True):
             args[i] = x
+        first, kwargs = harness.call_args(layer, case, args)
         outputs, _, losses = layer.stateless_call(
-            tv,
-            ntv,
-            harness.pack(case, args),
-            return_losses=True,
-            **harness.call_kwargs(case, layer),
+            tv, ntv, first, return_losses=True, **kwargs
         )
-        flat = harness.flatten(outputs)
         total = tf.add_n(
             [
                 tf.reduce_sum(tf.cast(o, tf.float32) * c)
-                for o, c in zip(flat, cotangents, strict=True)
+                for o, c in zip(harness.flatten(outputs), cotangents, strict=True)
             ]
         )
-        total = total + tf.add_n(list(losses)) if losses else total
+        if losses:
+            total = total + tf.add_n(list(losses))
     g_x, g_tv = tape.gradient(total, (float_inputs, tv))
-    zeros = tf.zeros_like
-    g_x = [zeros(x) if g is None else g for x, g in zip(float_inputs, g_x, strict=True)]
-    g_tv = [zeros(t) if g is None else g for t, g in zip(tv, g_tv, strict=True)]
+    g_x = [
+        tf.zeros_like(x) if g is None else g
+        for x, g in zip(float_inputs, g_x, strict=True)
+    ]
+    g_tv = [tf.zeros_like(t) if g is None else g for t, g in zip(tv, g_tv, strict=True)]
     return [g.numpy() for g in g_x], [g.numpy() for g in g_tv]
 
 
 def compiled_call(layer, case, inputs) -> Any:
     @tf.function(jit_compile=True)
     def run(args):
-        return layer(harness.pack(case, args), **harness.call_kwargs(case, layer))
+        return harness.call(layer, case, args)
 
     return run(list(inputs))

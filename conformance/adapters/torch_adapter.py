@@ -19,12 +19,9 @@ def vjp(layer, case, inputs, float_idx, cotangents) -> tuple[list, list]:
     for i in float_idx:
         args[i] = args[i].detach().clone().requires_grad_(True)
         float_inputs.append(args[i])
+    first, kwargs = harness.call_args(layer, case, args)
     outputs, _, losses = layer.stateless_call(
-        tv,
-        ntv,
-        harness.pack(case, args),
-        return_losses=True,
-        **harness.call_kwargs(case, layer),
+        tv, ntv, first, return_losses=True, **kwargs
     )
     flat = harness.flatten(outputs)
     device = flat[0].device
@@ -44,7 +41,7 @@ def vjp(layer, case, inputs, float_idx, cotangents) -> tuple[list, list]:
 
 def compiled_call(layer, case, inputs) -> Any:
     def run(*args):
-        return layer(harness.pack(case, list(args)), **harness.call_kwargs(case, layer))
+        return harness.call(layer, case, list(args))
 
     compiled = torch.compile(run, fullgraph=False, dynamic=False)
     with torch.no_grad():
