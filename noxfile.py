@@ -43,6 +43,12 @@ def _env(backend: str) -> dict[str, str]:
     return {**CPU_ENV, "KERAS_BACKEND": backend}
 
 
+def _pytest(session: nox.Session, *args: str, env: dict[str, str]) -> None:
+    session.run(
+        "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, env=env
+    )
+
+
 @nox.session(tags=["conformance"])
 @nox.parametrize("backend", BACKENDS, ids=BACKENDS)
 def conformance(session: nox.Session, backend: str) -> None:
@@ -53,15 +59,10 @@ def conformance(session: nox.Session, backend: str) -> None:
     if device == "gpu":
         env.pop("CUDA_VISIBLE_DEVICES")
         env.pop("JAX_PLATFORMS")
-    session.run(
-        "python",
-        "-m",
-        "pytest",
+    _pytest(
+        session,
         "conformance",
-        "-q",
         "-rfExX",
-        "-p",
-        "no:cacheprovider",
         f"--report-dir={REPORTS}/{backend}-{device}",
         f"--junitxml={REPORTS}/{backend}-{device}/junit.xml",
         "-o",
@@ -88,14 +89,9 @@ def cross_backend(session: nox.Session) -> None:
             env=_env(backend),
         )
     for backend in BACKENDS:
-        session.run(
-            "python",
-            "-m",
-            "pytest",
+        _pytest(
+            session,
             "conformance",
-            "-q",
-            "-p",
-            "no:cacheprovider",
             "-k",
             "cross_backend",
             f"--cross-dir={CROSS_DIR}",
@@ -135,14 +131,9 @@ def tests(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("python", "-m", "conformance.goldens", "--check")
     for backend in BACKENDS:
-        session.run(
-            "python",
-            "-m",
-            "pytest",
+        _pytest(
+            session,
             "tests",
-            "-q",
-            "-p",
-            "no:cacheprovider",
             f"--junitxml={REPORTS}/tests-{backend}.xml",
             *session.posargs,
             env=_env(backend),

@@ -92,6 +92,14 @@ def call(layer: keras.layers.Layer, case: spec_lib.Case, inputs: list[Any]) -> A
     return layer(first, **kwargs)
 
 
+def with_values(inputs: list[Any], indices: list[int], values: list[Any]) -> list[Any]:
+    """A copy of `inputs` with `values` at `indices` (the differentiated inputs)."""
+    args = list(inputs)
+    for i, value in zip(indices, values, strict=True):
+        args[i] = value
+    return args
+
+
 def model_inputs(inputs: list[Any]) -> Any:
     """Inputs as the functional model built by `functional_model` takes them."""
     return inputs[0] if len(inputs) == 1 else list(inputs)

@@ -16,9 +16,7 @@ def vjp(layer, case, inputs, float_idx, cotangents) -> tuple[list, list]:
     ntv = [v.value for v in layer.non_trainable_variables]
 
     def objective(tv, float_inputs):
-        args = list(inputs)
-        for i, x in zip(float_idx, float_inputs, strict=True):
-            args[i] = x
+        args = harness.with_values(inputs, float_idx, float_inputs)
         first, kwargs = harness.call_args(layer, case, args)
         outputs, _, losses = layer.stateless_call(
             tv, ntv, first, return_losses=True, **kwargs
