@@ -1,0 +1,70 @@
+"""References for the feature-cross layers: DCN, CIN, AllInt, CDot.
+
+Semantics: the manual (`001_56ba6fa5ec6ac7e0.txt`, section feature_cross),
+`shared/design/layers.md` section 6 and the papers, with the decisions
+recorded in each spec's `deviations`. Row-vector convention: `x @ K`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from conformance.reference import common
+
+Result = dict[str, Any]
+
+
+def _normalize(w: np.ndarray, g: np.ndarray | None) -> np.ndarray:
+    """Weight norm over the input axis (-2) of a `[..., in, out]` kernel."""
+    if g is None:
+        return w
+    sq = np.sum(w * w, axis=-2, keepdims=True)
+    return w / np.sqrt(np.maximum(sq, 1e-6)) * np.expand_dims(g, -2)
+
+
+def _kernel(weights: dict[str, np.ndarray], name: str, norm: bool) -> np.ndarray:
+    return _normalize(weights[name], weights[f"{name}_norm"] if norm else None)
+
+
+# --- DCN ---------------------------------------------------------------------
+
+
+def dcn(inputs, weights, config, training, **_) -> Result:
+    """x_{l+1} = x0 * f_l(x_l) + x_l (DCN v1, v2 and the mixture of experts)."""
+    (x,) = inputs
+    dcn_type = config.get("dcn_type", "matrix")
+    layers = config.get("layer_num", 1)
+    norm = config.get("allow_kernel_norm", False)
+    experts = config.get("num_experts", 1)
+    share = config.get("share_gates", False)
+    act = config.get("low_rank_activation", "tanh")
+    x0 = x
+    xl = x
+    for i in range(layers):
+        b = weights[f"bias_{i}"]
+        if dcn_type == "vector":
+            w = _kernel(weights, f"kernel_{i}", norm)  # (d, 1)
+            xl = x0 * (xl @ w) + b + xl
+        elif dcn_type == "matrix":
+            w = _kernel(weights, f"kernel_{i}", norm)  # (d, d)
+            xl = x0 * (xl @ w + b) + xl
+        else:
+            u = _kernel(weights, f"u_kernel_{i}", norm)  # (E, d, r)
+            v = _kernel(weights, f"v_kernel_{i}", norm)  # (E, d, r)
+            c = _kernel(weights, f"c_kernel_{i}", norm)  # (E, r, r)
+            outs = []
+            for e in range(experts):
+                h = common.activation(act, xl @ v[e])
+                h = common.activation(act, h @ c[e])
+                outs.append(x0 * (h @ u[e].T + b))
+            if experts > 1:
+                gname = "gate_kernel" if share else f"gate_kernel_{i}"
+                gate = common.softmax(xl @ _kernel(weights, gname, norm), axis=-1)
+            else:
+                gate = np.ones(xl.shape[:-1] + (1,))
+            mixed = sum(gate[..., e : e + 1] * outs[e] for e in range(experts))
+            xl = mixed + xl
+    # Dropout is the identity outside training (specs use training=False).
+    return {"outputs": [xl]}

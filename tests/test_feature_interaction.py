@@ -1,0 +1,209 @@
+"""Unit tests for the feature-interaction layers (run with each KERAS_BACKEND)."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_mtl import layers
+
+
+def _np(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def _roundtrip(layer: keras.layers.Layer, expected: dict) -> None:
+    config = layer.get_config()
+    for key in expected:
+        assert key in config, key
+    clone = type(layer).from_config(config)
+    dumped = json.dumps(config, sort_keys=True, default=str)
+    assert json.dumps(clone.get_config(), sort_keys=True, default=str) == dumped
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(layer)
+    )
+    assert type(restored) is type(layer)
+    assert json.dumps(restored.get_config(), sort_keys=True, default=str) == dumped
+
+
+def _fit(layer: keras.layers.Layer, x, extra_flatten: bool = True) -> None:
+    inputs = keras.Input(shape=x.shape[1:])
+    h = layer(inputs)
+    h = keras.layers.Flatten()(h) if extra_flatten else h
+    outputs = keras.layers.Dense(1)(h)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss="mse")
+    y = np.random.default_rng(0).normal(size=(x.shape[0], 1)).astype("float32")
+    history = model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+RNG = np.random.default_rng(1234)
+
+
+# --- DCN ---------------------------------------------------------------------
+
+
+def test_dcn_mixed_requires_low_rank():
+    with pytest.raises(ValueError, match=r"dcn_type='mixed' with low_rank=None"):
+        layers.DCN(dcn_type="mixed")
+    with pytest.raises(ValueError, match=r"low_rank=0"):
+        layers.DCN(dcn_type="mixed", low_rank=0)
+    with pytest.raises(ValueError, match=r"low_rank=-2"):
+        layers.DCN(dcn_type="mixed", low_rank=-2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"dcn_type": "cross"}, r"dcn_type='cross'"),
+        ({"layer_num": 0}, r"layer_num=0"),
+        ({"num_experts": 0}, r"num_experts=0"),
+        ({"keep_prob": 0.0}, r"keep_prob=0.0"),
+        ({"keep_prob": 1.5}, r"keep_prob=1.5"),
+        ({"low_rank_activation": "nope"}, r"activation='nope'"),
+        ({"low_rank": "2"}, r"low_rank='2'"),
+    ],
+)
+def test_dcn_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.DCN(**kwargs)
+
+
+def test_dcn_bad_input_rank():
+    with pytest.raises(ValueError, match=r"input_shape=\(4,\)"):
+        layers.DCN().build((4,))
+    with pytest.raises(ValueError, match=r"static last dimension"):
+        layers.DCN().build((2, None))
+
+
+def test_dcn_mismatched_input_dim_after_build():
+    layer = layers.DCN()
+    layer(np.zeros((2, 4), "float32"))
+    with pytest.raises(ValueError):
+        layer(np.zeros((2, 5), "float32"))
+
+
+def test_dcn_config_roundtrip_every_argument():
+    kwargs = {
+        "layer_num": 3,
+        "dcn_type": "mixed",
+        "initializer": "he_normal",
+        "regularizer": "l2",
+        "num_experts": 4,
+        "low_rank": 3,
+        "allow_kernel_norm": True,
+        "use_dropout": True,
+        "keep_prob": 0.7,
+        "share_gates": True,
+        "low_rank_activation": "relu",
+    }
+    layer = layers.DCN(**kwargs)
+    config = layer.get_config()
+    for key in ("layer_num", "dcn_type", "num_experts", "low_rank"):
+        assert config[key] == kwargs[key]
+    assert config["keep_prob"] == pytest.approx(0.7)
+    assert config["allow_kernel_norm"] and config["use_dropout"]
+    assert config["share_gates"]
+    assert config["initializer"]["class_name"] == "HeNormal"
+    assert config["regularizer"] is not None
+    _roundtrip(layer, kwargs)
+    clone = layers.DCN.from_config(config)
+    assert isinstance(clone.low_rank_activation, keras.layers.ReLU)
+
+
+def test_dcn_defaults():
+    layer = layers.DCN()
+    assert layer.dcn_type == "matrix" and layer.layer_num == 1
+    assert layer.get_config()["initializer"]["class_name"] == "GlorotNormal"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"dcn_type": "vector"},
+        {"dcn_type": "matrix"},
+        {"dcn_type": "mixed", "low_rank": 2, "num_experts": 3},
+    ],
+)
+def test_dcn_dropout_only_in_training(kwargs):
+    x = RNG.normal(size=(8, 6)).astype("float32")
+    plain = layers.DCN(layer_num=2, **kwargs)
+    dropped = layers.DCN(layer_num=2, use_dropout=True, keep_prob=0.5, **kwargs)
+    plain(x)
+    dropped(x)
+    dropped.set_weights(plain.get_weights())
+    want = _np(plain(x))
+    np.testing.assert_allclose(_np(dropped(x)), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        _np(dropped(x, training=False)), want, rtol=1e-6, atol=1e-6
+    )
+    train = _np(dropped(x, training=True))
+    assert np.any(np.abs(train - want) > 1e-3)
+    # Inverted dropout zeroes some entries of the last layer's output.
+    assert np.any(train == 0.0)
+
+
+def test_dcn_mixed_gates_are_live():
+    """The gate kernel changes the output (it is dead in the reference code)."""
+    x = RNG.normal(size=(4, 5)).astype("float32")
+    layer = layers.DCN(dcn_type="mixed", low_rank=2, num_experts=3)
+    before = _np(layer(x))
+    gate = next(v for v in layer.weights if "gate_kernel" in v.path)
+    gate.assign(_np(gate.value) + RNG.normal(size=gate.shape).astype("float32"))
+    assert np.max(np.abs(_np(layer(x)) - before)) > 1e-4
+
+
+def test_dcn_single_expert_has_no_gate():
+    layer = layers.DCN(dcn_type="mixed", low_rank=2, num_experts=1)
+    layer(np.zeros((1, 4), "float32"))
+    assert not any("gate" in v.path for v in layer.weights)
+
+
+def test_dcn_share_gates_creates_one_gate():
+    layer = layers.DCN(
+        dcn_type="mixed", low_rank=2, num_experts=2, layer_num=3, share_gates=True
+    )
+    layer(np.zeros((1, 4), "float32"))
+    gates = [v.path for v in layer.weights if "gate" in v.path]
+    assert len(gates) == 1
+
+
+def test_dcn_kernel_norm_not_on_bias_and_fresh_identity():
+    x = RNG.normal(size=(3, 4)).astype("float32")
+    raw = layers.DCN(layer_num=2, initializer=keras.initializers.GlorotNormal(seed=1))
+    normed = layers.DCN(
+        layer_num=2,
+        allow_kernel_norm=True,
+        initializer=keras.initializers.GlorotNormal(seed=1),
+    )
+    raw(x)
+    normed(x)
+    paths = [v.path.split("/")[-1] for v in normed.weights]
+    assert "bias_0_norm" not in paths and "kernel_0_norm" in paths
+    # g starts at the column norms, so a fresh layer matches the raw one.
+    np.testing.assert_allclose(_np(normed(x)), _np(raw(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_dcn_regularizer_only_on_kernels():
+    layer = layers.DCN(dcn_type="mixed", low_rank=2, num_experts=2, regularizer="l2")
+    layer(np.ones((1, 3), "float32"))
+    # u, v, c and gate kernels: four regularization losses, none for the bias.
+    assert len(layer.losses) == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"dcn_type": "vector"},
+        {"dcn_type": "matrix", "allow_kernel_norm": True, "use_dropout": True},
+        {"dcn_type": "mixed", "low_rank": 2, "num_experts": 2, "share_gates": True},
+    ],
+)
+def test_dcn_fit(kwargs):
+    x = RNG.normal(size=(8, 3, 4)).astype("float32")
+    _fit(layers.DCN(layer_num=2, **kwargs), x)
