@@ -207,3 +207,79 @@ def test_dcn_regularizer_only_on_kernels():
 def test_dcn_fit(kwargs):
     x = RNG.normal(size=(8, 3, 4)).astype("float32")
     _fit(layers.DCN(layer_num=2, **kwargs), x)
+
+
+def test_dcn_layer_activation_follows_dtype_policy():
+    layer = layers.DCN(
+        dcn_type="mixed",
+        low_rank=2,
+        num_experts=2,
+        low_rank_activation="relu",
+        dtype="mixed_float16",
+    )
+    y = layer(RNG.normal(size=(2, 4)).astype("float32"))
+    assert keras.backend.standardize_dtype(y.dtype) == "float16"
+
+
+# --- CIN ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"hidden_uints": []}, r"hidden_uints=\[\]"),
+        ({"hidden_uints": [3, 0]}, r"hidden_uints=\[3, 0\]"),
+        ({"hidden_uints": [3, 2], "split_half": True}, r"hidden_uints=\[3, 2\]"),
+        ({"hidden_uints": [2], "activation": "bogus"}, r"activation='bogus'"),
+    ],
+)
+def test_cin_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.CIN(**kwargs)
+
+
+def test_cin_split_half_odd_last_layer_is_fine():
+    layer = layers.CIN([4, 3], split_half=True)
+    assert tuple(layer(np.zeros((2, 3, 2), "float32")).shape) == (2, 5)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (2, 3, 4, 5)])
+def test_cin_bad_input_rank(shape):
+    with pytest.raises(ValueError, match=r"input_shape="):
+        layers.CIN([2]).build(shape)
+
+
+def test_cin_mismatched_field_dims_after_build():
+    layer = layers.CIN([2])
+    layer(np.zeros((2, 3, 4), "float32"))
+    with pytest.raises(ValueError):
+        layer(np.zeros((2, 4, 4), "float32"))
+
+
+def test_cin_config_roundtrip_every_argument():
+    kwargs = {
+        "hidden_uints": [4, 2],
+        "activation": "relu",
+        "initializer": "he_uniform",
+        "regularizer": "l2",
+        "split_half": True,
+        "activate_last_layer": True,
+    }
+    layer = layers.CIN(**kwargs)
+    config = layer.get_config()
+    assert config["hidden_uints"] == [4, 2]
+    assert config["split_half"] and config["activate_last_layer"]
+    assert config["initializer"]["class_name"] == "HeUniform"
+    _roundtrip(layer, kwargs)
+
+
+def test_cin_output_width_and_relu_dtype_policy():
+    layer = layers.CIN([4, 2], activation="relu", dtype="mixed_bfloat16")
+    y = layer(RNG.normal(size=(3, 5, 2)).astype("float32"))
+    assert tuple(y.shape) == (3, 6)
+    assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
+
+
+def test_cin_fit():
+    x = RNG.normal(size=(8, 3, 4)).astype("float32")
+    _fit(layers.CIN([4, 2], activation="relu", split_half=True), x)

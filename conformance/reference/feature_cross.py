@@ -68,3 +68,31 @@ def dcn(inputs, weights, config, training, **_) -> Result:
             xl = mixed + xl
     # Dropout is the identity outside training (specs use training=False).
     return {"outputs": [xl]}
+
+
+# --- CIN ---------------------------------------------------------------------
+
+
+def cin(inputs, weights, config, training, **_) -> Result:
+    """xDeepFM CIN: X^k_o = act(sum_{h,m} W^k_{h,m,o} (X^{k-1}_h o X0_m)), pooled."""
+    (x0,) = inputs  # (B, F, D)
+    hidden = config["hidden_uints"]
+    act = config.get("activation")
+    split = config.get("split_half", False)
+    act_last = config.get("activate_last_layer", False)
+    fields = x0.shape[1]
+    xk = x0
+    pooled = []
+    for k, h in enumerate(hidden):
+        last = k == len(hidden) - 1
+        w = weights[f"kernel_{k}"].reshape(xk.shape[1], fields, h)  # W[h, m, o]
+        out = np.einsum("bhd,bmd,hmo->bod", xk, x0, w)
+        out = out + weights[f"bias_{k}"][None, :, None]
+        if not last or act_last:
+            out = common.activation(act, out)
+        if split and not last:
+            xk, direct = out[:, : h // 2], out[:, h // 2 :]
+        else:
+            xk, direct = out, out
+        pooled.append(direct.sum(axis=2))
+    return {"outputs": [np.concatenate(pooled, axis=1)]}

@@ -2,6 +2,7 @@
 
 from keras_mtl.layers.activation import Activation
 from keras_mtl.layers.add_bias import AddBias
+from keras_mtl.layers.cin import CIN
 from keras_mtl.layers.dcn import DCN
 from keras_mtl.layers.dense import Dense
 from keras_mtl.layers.layer_norm import LayerNorm
@@ -13,6 +14,7 @@ from keras_mtl.layers.pooling import MaxPooling
 from keras_mtl.layers.pooling import SumPooling
 
 __all__ = [
+    "CIN",
     "DCN",
     "MLP",
     "Activation",

@@ -10,6 +10,7 @@ from keras import ops
 from keras_mtl import activations
 from keras_mtl import numerics
 from keras_mtl import validation
+from keras_mtl.layers._utils import clone_activation
 
 DCN_TYPES = ("vector", "matrix", "mixed")
 
@@ -168,8 +169,10 @@ class DCN(keras.layers.Layer):
             "keep_prob", keep_prob, 0.0, 1.0, low_inclusive=False
         )
         self.share_gates = bool(share_gates)
-        self.low_rank_activation = activations.clone(
-            activations.get(low_rank_activation), name="low_rank_activation"
+        self.low_rank_activation = clone_activation(
+            activations.get(low_rank_activation),
+            "low_rank_activation",
+            self.dtype_policy,
         )
         # Sub-layers are created here so their names are stable.
         self.dropout = (
