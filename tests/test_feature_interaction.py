@@ -283,3 +283,170 @@ def test_cin_output_width_and_relu_dtype_policy():
 def test_cin_fit():
     x = RNG.normal(size=(8, 3, 4)).astype("float32")
     _fit(layers.CIN([4, 2], activation="relu", split_half=True), x)
+
+
+# --- AutoInt -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"layer_num": 0}, r"layer_num=0"),
+        ({"out_type": "sum"}, r"out_type='sum'"),
+        ({"attention_units": 0}, r"attention_units=0"),
+        ({"head_num": 2}, r"head_num=2 with attention_units=None"),
+        ({"head_num": 0, "attention_units": 2}, r"head_num=0"),
+    ],
+)
+def test_autoint_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.AutoInt(**kwargs)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (2, 3, 4, 5), (2, None, 4)])
+def test_autoint_bad_input_shape(shape):
+    with pytest.raises(ValueError, match=r"input_shape="):
+        layers.AutoInt().build(shape)
+
+
+def test_autoint_default_has_no_weights_and_matches_manual():
+    x = RNG.normal(size=(2, 3, 4)).astype("float32")
+    layer = layers.AutoInt(out_type="stack")
+    y = _np(layer(x))
+    assert not layer.weights
+    logits = np.einsum("bfd,bgd->bfg", x, x)
+    a = np.exp(logits - logits.max(-1, keepdims=True))
+    a /= a.sum(-1, keepdims=True)
+    np.testing.assert_allclose(y, a @ x, rtol=1e-5, atol=1e-5)
+
+
+def test_autoint_paper_form_weights_and_shapes():
+    layer = layers.AutoInt(
+        layer_num=2, attention_units=3, head_num=2, use_residual=True, use_relu=True
+    )
+    y = layer(np.zeros((2, 4, 5), "float32"))
+    assert tuple(y.shape) == (2, 4 * 6)
+    shapes = {v.path.split("/")[-1]: tuple(v.shape) for v in layer.weights}
+    assert shapes["query_kernel_0"] == (5, 6)
+    assert shapes["residual_kernel_1"] == (6, 6)
+    assert len(shapes) == 8
+
+
+def test_autoint_list_output():
+    out = layers.AutoInt(out_type=None)(np.zeros((2, 3, 4), "float32"))
+    assert isinstance(out, list) and len(out) == 3
+    assert tuple(out[0].shape) == (2, 4)
+
+
+def test_autoint_config_roundtrip_every_argument():
+    kwargs = {
+        "layer_num": 2,
+        "out_type": "stack",
+        "keep_list": True,
+        "attention_units": 4,
+        "head_num": 3,
+        "use_residual": True,
+        "use_relu": True,
+        "scaling": True,
+        "initializer": "he_normal",
+        "regularizer": "l1",
+    }
+    layer = layers.AutoInt(**kwargs)
+    config = layer.get_config()
+    for key in ("layer_num", "out_type", "keep_list", "attention_units", "head_num"):
+        assert config[key] == kwargs[key]
+    assert config["use_residual"] and config["use_relu"] and config["scaling"]
+    _roundtrip(layer, kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"attention_units": 2, "head_num": 2, "use_residual": True}]
+)
+def test_autoint_fit(kwargs):
+    x = RNG.normal(size=(8, 3, 4)).astype("float32")
+    _fit(layers.AutoInt(layer_num=2, **kwargs), x)
+
+
+# --- SeNet -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"num_feature": 0, "cmp_dim": 2}, r"num_feature=0"),
+        ({"num_feature": 3, "cmp_dim": 0}, r"cmp_dim=0"),
+        ({"num_feature": 3, "cmp_dim": 2, "out_type": "add"}, r"out_type='add'"),
+    ],
+)
+def test_senet_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.SeNet(**kwargs)
+
+
+def test_senet_cmp_dim_is_required():
+    with pytest.raises(TypeError):
+        layers.SeNet(num_feature=3)  # pylint: disable=no-value-for-parameter
+
+
+@pytest.mark.parametrize(
+    "shape, pattern",
+    [
+        ((2, 4, 3), r"num_feature=3.*input_shape=\(2, 4, 3\)"),
+        ((2, 9), r"input_shape=\(2, 9\)"),
+        ([(2, 3), (2, 3)], r"num_feature=3 tensors. Received: 2 tensors"),
+        ([(2, 3), (2, 3, 1), (2, 2)], r"rank-2"),
+    ],
+)
+def test_senet_bad_input_shapes(shape, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.SeNet(3, 2).build(shape)
+
+
+def test_senet_stack_needs_equal_widths():
+    with pytest.raises(ValueError, match=r"out_type='stack' with shapes="):
+        layers.SeNet(2, None, out_type="stack").build([(2, 3), (2, 4)])
+
+
+def test_senet_list_and_tuple_inputs_of_different_widths():
+    fields = [RNG.normal(size=(4, d)).astype("float32") for d in (2, 5, 1)]
+    layer = layers.SeNet(3, 2)
+    y = layer(fields)
+    assert tuple(y.shape) == (4, 8)
+    np.testing.assert_allclose(_np(layer(tuple(fields))), _np(y), rtol=1e-6)
+    parts = layers.SeNet(3, None, out_type=None)(fields)
+    assert [tuple(p.shape) for p in parts] == [(4, 2), (4, 5), (4, 1)]
+    # cmp_dim=None: each field is scaled by its own mean.
+    for p, x in zip(parts, fields, strict=True):
+        np.testing.assert_allclose(
+            _np(p), x * x.mean(-1, keepdims=True), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_senet_weights_in_unit_interval_with_tower():
+    x = RNG.normal(size=(5, 3, 4)).astype("float32")
+    y = _np(layers.SeNet(3, 2, out_type="stack")(x))
+    ratio = y / x
+    assert np.all(ratio > 0) and np.all(ratio < 1)
+
+
+def test_senet_config_roundtrip_every_argument():
+    kwargs = {
+        "num_feature": 4,
+        "cmp_dim": 2,
+        "initializer": "he_normal",
+        "regularizer": "l2",
+        "on_gpu": True,
+        "out_type": None,
+        "keep_list": True,
+    }
+    layer = layers.SeNet(**kwargs)
+    config = layer.get_config()
+    assert config["num_feature"] == 4 and config["cmp_dim"] == 2
+    assert config["on_gpu"] and config["keep_list"] and config["out_type"] is None
+    _roundtrip(layer, kwargs)
+    _roundtrip(layers.SeNet(3, None), {"cmp_dim": None})
+
+
+def test_senet_fit():
+    x = RNG.normal(size=(8, 3, 4)).astype("float32")
+    _fit(layers.SeNet(3, 2), x)

@@ -2,6 +2,7 @@
 
 from keras_mtl.layers.activation import Activation
 from keras_mtl.layers.add_bias import AddBias
+from keras_mtl.layers.autoint import AutoInt
 from keras_mtl.layers.cin import CIN
 from keras_mtl.layers.dcn import DCN
 from keras_mtl.layers.dense import Dense
@@ -12,6 +13,7 @@ from keras_mtl.layers.mlp import MLP
 from keras_mtl.layers.pooling import AvgPooling
 from keras_mtl.layers.pooling import MaxPooling
 from keras_mtl.layers.pooling import SumPooling
+from keras_mtl.layers.senet import SeNet
 
 __all__ = [
     "CIN",
@@ -19,11 +21,13 @@ __all__ = [
     "MLP",
     "Activation",
     "AddBias",
+    "AutoInt",
     "AvgPooling",
     "Dense",
     "LayerNorm",
     "LogitCorrection",
     "MaxPooling",
     "MergeTensorList",
+    "SeNet",
     "SumPooling",
 ]
