@@ -450,3 +450,119 @@ def test_senet_config_roundtrip_every_argument():
 def test_senet_fit():
     x = RNG.normal(size=(8, 3, 4)).astype("float32")
     _fit(layers.SeNet(3, 2), x)
+
+
+# --- AllInt ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"cmp_dim": 0}, r"cmp_dim=0"),
+        ({"cmp_dim": None}, r"cmp_dim=None"),
+        ({"cmp_dim": 2, "out_type": "mean"}, r"out_type='mean'"),
+    ],
+)
+def test_allint_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.AllInt(**kwargs)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (2, 3, 4, 5), (2, None, 4)])
+def test_allint_bad_input_shape(shape):
+    with pytest.raises(ValueError, match=r"input_shape="):
+        layers.AllInt(2).build(shape)
+
+
+def test_allint_mismatched_fields_after_build():
+    layer = layers.AllInt(2)
+    layer(np.zeros((2, 3, 4), "float32"))
+    with pytest.raises(ValueError):
+        layer(np.zeros((2, 5, 4), "float32"))
+
+
+def test_allint_matches_manual_formula():
+    x = RNG.normal(size=(2, 3, 4)).astype("float32")
+    layer = layers.AllInt(2, use_bias=False, out_type="stack")
+    y = _np(layer(x))
+    c = _np(layer.allint_kernel.value)
+    np.testing.assert_allclose(
+        y, np.einsum("bfd,bgd->bfg", x, x) @ c, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_allint_config_roundtrip_every_argument():
+    kwargs = {
+        "cmp_dim": 3,
+        "initializer": "he_normal",
+        "regularizer": "l2",
+        "use_bias": False,
+        "out_type": "stack",
+        "keep_list": True,
+    }
+    layer = layers.AllInt(**kwargs)
+    config = layer.get_config()
+    assert config["cmp_dim"] == 3 and not config["use_bias"]
+    assert config["out_type"] == "stack" and config["keep_list"]
+    _roundtrip(layer, kwargs)
+
+
+def test_allint_fit():
+    _fit(layers.AllInt(2), RNG.normal(size=(8, 3, 4)).astype("float32"))
+
+
+# --- CDot --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"project_dim": 0, "compress_units": [2]}, r"project_dim=0"),
+        ({"project_dim": 2, "compress_units": [2, 0]}, r"compress_units=\[2, 0\]"),
+        ({"project_dim": 2, "compress_units": 4}, r"compress_units=4"),
+        ({"project_dim": 2, "compress_units": [], "activation": "x"}, r"'x'"),
+    ],
+)
+def test_cdot_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.CDot(**kwargs)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (2, 3, 4, 5), (2, 3, None)])
+def test_cdot_bad_input_shape(shape):
+    with pytest.raises(ValueError, match=r"input_shape="):
+        layers.CDot(2, [3]).build(shape)
+
+
+def test_cdot_output_width_and_weight_paths():
+    layer = layers.CDot(project_dim=3, compress_units=[5])
+    y = layer(np.ones((2, 4, 2), "float32"))
+    assert tuple(y.shape) == (2, 4 * 3 + 2 * 3)
+    paths = sorted(v.path.split("/", 1)[1] for v in layer.weights)
+    assert "project_weight" in paths
+    assert "compress_tower/dense_1/kernel" in paths
+
+
+def test_cdot_config_roundtrip_every_argument():
+    kwargs = {
+        "project_dim": 3,
+        "compress_units": [8, 4],
+        "activation": "tanh",
+        "initializer": "he_normal",
+        "regularizer": "l2",
+    }
+    layer = layers.CDot(**kwargs)
+    config = layer.get_config()
+    assert config["compress_units"] == [8, 4] and config["activation"] == "tanh"
+    _roundtrip(layer, kwargs)
+
+
+def test_cdot_fit_and_keras_file(tmp_path):
+    x = RNG.normal(size=(8, 3, 4)).astype("float32")
+    _fit(layers.CDot(2, [3]), x)
+    inputs = keras.Input(shape=(3, 4))
+    model = keras.Model(inputs, layers.CDot(2, [3])(inputs))
+    path = tmp_path / "cdot.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(_np(loaded(x)), _np(model(x)), rtol=1e-6, atol=1e-6)

@@ -96,3 +96,47 @@ def cin(inputs, weights, config, training, **_) -> Result:
             xk, direct = out, out
         pooled.append(direct.sum(axis=2))
     return {"outputs": [np.concatenate(pooled, axis=1)]}
+
+
+# --- AllInt and CDot ---------------------------------------------------------
+
+
+def _merge_fields(y: np.ndarray, out_type: str | None, keep_list: bool):
+    if out_type == "concat":
+        return [y.reshape(y.shape[0], -1)]
+    if out_type == "stack":
+        return [y]
+    return [y[:, i] for i in range(y.shape[1])]
+
+
+def allint(inputs, weights, config, training, **_) -> Result:
+    """O = X Xᵀ C (the manual), plus (X 1) bᵀ for the bias broadcast over D."""
+    (x,) = inputs  # (B, F, D)
+    gram = np.einsum("bfd,bgd->bfg", x, x)  # (B, F, F)
+    y = gram @ weights["allint_kernel"]
+    if config.get("use_bias", True):
+        y = y + x.sum(axis=-1, keepdims=True) * weights["allint_bias"]
+    return {
+        "outputs": _merge_fields(
+            y, config.get("out_type", "concat"), config.get("keep_list", False)
+        )
+    }
+
+
+def cdot(inputs, weights, config, training, **_) -> Result:
+    """[X · reshape(T(flat(Xᵀ W_p)), (D, P)), T(flat(Xᵀ W_p))], T a linear-last MLP."""
+    (x,) = inputs  # (B, F, D)
+    b, f, d = x.shape
+    p = config["project_dim"]
+    n = len(config["compress_units"]) + 1
+    act = config.get("activation", "relu")
+    act = "relu" if act is None else act  # the MLP rule for None
+    h = np.einsum("bfd,fp->bdp", x, weights["project_weight"]).reshape(b, d * p)
+    for i in range(n):
+        pre = f"compress_tower/dense_{i}"
+        k = common.weight_norm(weights[f"{pre}/kernel"], weights[f"{pre}/kernel_norm"])
+        h = h @ k + weights[f"{pre}/bias"]
+        if i < n - 1:
+            h = common.activation(act, h)
+    crossed = np.einsum("bfd,bdp->bfp", x, h.reshape(b, d, p)).reshape(b, f * p)
+    return {"outputs": [np.concatenate([crossed, h], axis=1)]}

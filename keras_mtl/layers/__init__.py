@@ -2,7 +2,9 @@
 
 from keras_mtl.layers.activation import Activation
 from keras_mtl.layers.add_bias import AddBias
+from keras_mtl.layers.allint import AllInt
 from keras_mtl.layers.autoint import AutoInt
+from keras_mtl.layers.cdot import CDot
 from keras_mtl.layers.cin import CIN
 from keras_mtl.layers.dcn import DCN
 from keras_mtl.layers.dense import Dense
@@ -16,11 +18,13 @@ from keras_mtl.layers.pooling import SumPooling
 from keras_mtl.layers.senet import SeNet
 
 __all__ = [
+    "CDot",
     "CIN",
     "DCN",
     "MLP",
     "Activation",
     "AddBias",
+    "AllInt",
     "AutoInt",
     "AvgPooling",
     "Dense",
