@@ -566,3 +566,163 @@ def test_cdot_fit_and_keras_file(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_allclose(_np(loaded(x)), _np(model(x)), rtol=1e-6, atol=1e-6)
+
+
+# --- GroupInt / FFM ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"interaction_type": "sum"}, r"interaction_type='sum'"),
+        (
+            {"interaction_type": "dot", "use_attention": True, "attention_units": [1]},
+            r"interaction_type='dot'",
+        ),
+        ({"use_attention": True}, r"attention_units=None"),
+        ({"use_attention": True, "attention_units": [4, 2]}, r"\[4, 2\]"),
+        ({"out_type": "flat"}, r"out_type='flat'"),
+    ],
+)
+def test_groupint_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.GroupInt(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "shape, pattern",
+    [
+        ([(2, 3, 4)], r"pair"),
+        ([(2, 3, 4), (2, 2, 5)], r"left D=4, right D=5"),
+        ([[(2, 4), (2, 3)], (2, 2, 4)], r"left_fields shapes="),
+        ([(2, 12), (2, 2, 4)], r"left_fields shape=\(2, 12\)"),
+    ],
+)
+def test_groupint_bad_input_shapes(shape, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.GroupInt().build(shape)
+
+
+def test_groupint_lists_match_stacked_and_ffm_alias():
+    left = [RNG.normal(size=(4, 3)).astype("float32") for _ in range(3)]
+    right = [RNG.normal(size=(4, 3)).astype("float32") for _ in range(2)]
+    assert layers.FFM is layers.GroupInt
+    dot = _np(layers.GroupInt("dot")((left, right)))
+    assert dot.shape == (4, 6)
+    want = np.stack([(a * b).sum(-1) for a in left for b in right], axis=1)
+    np.testing.assert_allclose(dot, want, rtol=1e-5, atol=1e-6)
+    mul = layers.GroupInt(out_type="stack")
+    stacked = _np(mul([np.stack(left, 1), np.stack(right, 1)]))
+    np.testing.assert_allclose(_np(mul([left, right])), stacked, rtol=1e-6)
+    assert stacked.shape == (4, 6, 3)
+    parts = layers.GroupInt(out_type=None)([left, right])
+    assert len(parts) == 6 and tuple(parts[0].shape) == (4, 3)
+
+
+def test_groupint_config_roundtrip_every_argument():
+    kwargs = {
+        "interaction_type": "multiply",
+        "use_attention": True,
+        "attention_units": [4, 1],
+        "activation": "tanh",
+        "initializer": "he_normal",
+        "regularizer": "l2",
+        "out_type": "stack",
+        "keep_list": True,
+    }
+    layer = layers.GroupInt(**kwargs)
+    config = layer.get_config()
+    assert config["attention_units"] == [4, 1] and config["use_attention"]
+    assert config["out_type"] == "stack" and config["keep_list"]
+    _roundtrip(layer, kwargs)
+
+
+def test_groupint_fit():
+    left = keras.Input(shape=(3, 4))
+    right = keras.Input(shape=(2, 4))
+    y = layers.GroupInt(use_attention=True, attention_units=[3, 1])([left, right])
+    model = keras.Model([left, right], keras.layers.Dense(1)(y))
+    model.compile(optimizer="adam", loss="mse")
+    xs = [RNG.normal(size=(8, 3, 4)), RNG.normal(size=(8, 2, 4))]
+    history = model.fit(
+        [x.astype("float32") for x in xs],
+        RNG.normal(size=(8, 1)).astype("float32"),
+        epochs=2,
+        verbose=0,
+    )
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+# --- CAN ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"layer_num": 0}, r"layer_num=0"),
+        ({"activation": "nope"}, r"activation='nope'"),
+    ],
+)
+def test_can_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.CAN(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, shapes, pattern",
+    [
+        ({}, [(2, 4)], r"pair"),
+        ({}, [(2, 4), (2, 40)], r"rank 3.*user_emb shape=\(2, 4\)"),
+        ({"is_seq": True}, [(2, 3, 4), (2, 40)], r"rank 4"),
+        ({}, [(2, 3, 4), (2, 39)], r"\(batch, 40\).*item_emb shape=\(2, 39\)"),
+        ({}, [(2, 3, 4), (3, 40)], r"same batch size"),
+    ],
+)
+def test_can_bad_input_shapes(kwargs, shapes, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.CAN(**kwargs).build(shapes)
+
+
+@pytest.mark.parametrize(
+    "kwargs, user_shape, out_shape",
+    [
+        ({"is_seq": True}, (2, 3, 5, 4), (2, 3, 4)),
+        ({}, (2, 3, 4), (2, 3, 4)),
+        ({"is_seq": True, "is_stacked": False}, (2, 5, 4), (2, 4)),
+        ({"is_stacked": False}, (1, 4), (1, 4)),
+    ],
+)
+def test_can_shapes(kwargs, user_shape, out_shape):
+    user = RNG.normal(size=user_shape).astype("float32")
+    item = RNG.normal(size=(user_shape[0], 40)).astype("float32")
+    layer = layers.CAN(**kwargs)
+    y = layer([user, item])
+    assert tuple(y.shape) == out_shape
+    assert not layer.weights
+
+
+def test_can_config_roundtrip_every_argument():
+    kwargs = {"layer_num": 3, "activation": "tanh", "is_seq": True, "is_stacked": False}
+    layer = layers.CAN(**kwargs)
+    config = layer.get_config()
+    assert config["layer_num"] == 3 and config["activation"] == "tanh"
+    assert config["is_seq"] and not config["is_stacked"]
+    _roundtrip(layer, kwargs)
+
+
+def test_can_fit():
+    user = keras.Input(shape=(3, 2))
+    item = keras.Input(shape=(12,))
+    y = keras.layers.Flatten()(layers.CAN()([user, item]))
+    model = keras.Model([user, item], keras.layers.Dense(1)(y))
+    model.compile(optimizer="adam", loss="mse")
+    history = model.fit(
+        [
+            RNG.normal(size=(8, 3, 2)).astype("float32"),
+            RNG.normal(size=(8, 12)).astype("float32"),
+        ],
+        RNG.normal(size=(8, 1)).astype("float32"),
+        epochs=2,
+        verbose=0,
+    )
+    assert np.all(np.isfinite(history.history["loss"]))

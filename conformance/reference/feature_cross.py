@@ -140,3 +140,64 @@ def cdot(inputs, weights, config, training, **_) -> Result:
             h = common.activation(act, h)
     crossed = np.einsum("bfd,bdp->bfp", x, h.reshape(b, d, p)).reshape(b, f * p)
     return {"outputs": [np.concatenate([crossed, h], axis=1)]}
+
+
+# --- GroupInt / FFM ----------------------------------------------------------
+
+
+def group_int(inputs, weights, config, training, **_) -> Result:
+    """FFM op: dot out[l*R + r] = <left_l, right_r>; multiply out[(l*R + r), k]."""
+    left, right = inputs  # (B, L, D), (B, R, D)
+    b, n_left, d = left.shape
+    n_right = right.shape[1]
+    dot = config.get("interaction_type", "multiply") == "dot"
+    pairs = np.zeros((b, n_left * n_right, 1 if dot else d))
+    for li in range(n_left):
+        for ri in range(n_right):
+            prod = left[:, li] * right[:, ri]
+            pairs[:, li * n_right + ri] = prod.sum(-1, keepdims=True) if dot else prod
+    if config.get("use_attention", False):
+        units = config["attention_units"]
+        act = config.get("activation", "relu")
+        act = "relu" if act is None else act  # the MLP rule for None
+        h = pairs
+        for i in range(len(units)):
+            pre = f"groupint_attention_mlp/dense_{i}"
+            k = common.weight_norm(
+                weights[f"{pre}/kernel"], weights[f"{pre}/kernel_norm"]
+            )
+            h = h @ k + weights[f"{pre}/bias"]
+            if i < len(units) - 1:
+                h = common.activation(act, h)
+        pairs = pairs * h
+    return {
+        "outputs": _merge_fields(
+            pairs, config.get("out_type", "concat"), config.get("keep_list", False)
+        )
+    }
+
+
+# --- CAN ---------------------------------------------------------------------
+
+
+def can(inputs, weights, config, training, **_) -> Result:
+    """Co-action: h <- act(h W_i + b_i) with W_i, b_i cut from the item embedding."""
+    user, item = inputs
+    layers = config.get("layer_num", 2)
+    act = config.get("activation", "relu")
+    seq = config.get("is_seq", False)
+    stacked = config.get("is_stacked", True)
+    u = user.shape[-1]
+    out = np.zeros(user.shape[:-2] + (u,) if seq else user.shape)
+    for b in range(user.shape[0]):
+        h = user[b]  # (..., u)
+        off = 0
+        for _ in range(layers):
+            w = item[b, off : off + u * u].reshape(u, u)
+            off += u * u
+            bias = item[b, off : off + u]
+            off += u
+            h = common.activation(act, h @ w + bias)
+        out[b] = h.sum(axis=-2) if seq else h
+    del stacked  # the rank of `user` already says whether features are stacked
+    return {"outputs": [out]}
