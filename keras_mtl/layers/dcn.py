@@ -104,7 +104,9 @@ class DCN(keras.layers.Layer):
       `V_kernels[i][e] = v_kernel_{i}[e]ᵀ`, `C_kernels[i][e] =
       c_kernel_{i}[e]ᵀ`, `bias[i] = bias_{i}[:, None]`,
       `gates[e].weight = gate_kernel[:, e][None]`. DeepCTR `CrossNetMix`
-      (tanh, shared gates) stores `V` as we do.
+      (tanh, shared gates): `U_list{i}[e] = u_kernel_{i}[e]`,
+      `V_list{i}[e] = v_kernel_{i}[e]`, `C_list{i}[e] = c_kernel_{i}[e]ᵀ`,
+      `bias{i} = bias_{i}[:, None]`, gating kernel `e` `= gate_kernel[:, e:e+1]`.
     - torchrec `LowRankCrossNet` and keras-rs `FeatureCross(projection_dim=r)`
       coincide with `"mixed"` when `E = 1`, `C = I` and
       `low_rank_activation=None`: `W_kernels[i] = u_kernel_{i}[0]`,
