@@ -196,6 +196,14 @@ def write(spec: spec_lib.LayerSpec, golden: dict[str, Any]) -> None:
     spec.golden_path.write_text(header + body)
 
 
+def _ragged(a: list[Any]) -> bool:
+    try:
+        np.asarray(a, dtype=np.float64)
+    except ValueError:
+        return True
+    return False
+
+
 def _max_diff(a: Any, b: Any, path: str = "") -> tuple[float, str]:
     """Largest relative difference between two golden trees, with its key path."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -207,6 +215,14 @@ def _max_diff(a: Any, b: Any, path: str = "") -> tuple[float, str]:
         return worst
     if isinstance(a, str) or isinstance(b, str):
         return (0.0, "") if a == b else (float("inf"), path)
+    if isinstance(a, list) and isinstance(b, list) and _ragged(a) | _ragged(b):
+        # A list of outputs of different shapes: compare entry by entry.
+        if len(a) != len(b):
+            return float("inf"), f"{path}: {len(a)} entries != {len(b)}"
+        worst = (0.0, "")
+        for i, (u, v) in enumerate(zip(a, b, strict=True)):
+            worst = max(worst, _max_diff(u, v, f"{path}[{i}]"))
+        return worst
     x = np.asarray(a, dtype=np.float64)
     y = np.asarray(b, dtype=np.float64)
     if x.shape != y.shape:

@@ -82,6 +82,8 @@ def check_load(
             "python -m conformance.xbackend save` first"
         )
     saved = dict(np.load(data_path))
+    # Import the layer's module so its class is registered before loading.
+    harness.layer_class(case.spec)
     model = keras.saving.load_model(model_path)
     weights = {v.path: harness.to_numpy(v.value) for v in model.weights}
     saved_weights = {

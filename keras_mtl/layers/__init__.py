@@ -2,7 +2,15 @@
 
 from keras_mtl.layers.activation import Activation
 from keras_mtl.layers.add_bias import AddBias
+from keras_mtl.layers.allint import AllInt
+from keras_mtl.layers.autoint import AutoInt
+from keras_mtl.layers.can import CAN
+from keras_mtl.layers.cdot import CDot
+from keras_mtl.layers.cin import CIN
+from keras_mtl.layers.dcn import DCN
 from keras_mtl.layers.dense import Dense
+from keras_mtl.layers.group_int import FFM
+from keras_mtl.layers.group_int import GroupInt
 from keras_mtl.layers.layer_norm import LayerNorm
 from keras_mtl.layers.logit_correction import LogitCorrection
 from keras_mtl.layers.merge_tensor_list import MergeTensorList
@@ -10,16 +18,26 @@ from keras_mtl.layers.mlp import MLP
 from keras_mtl.layers.pooling import AvgPooling
 from keras_mtl.layers.pooling import MaxPooling
 from keras_mtl.layers.pooling import SumPooling
+from keras_mtl.layers.senet import SeNet
 
 __all__ = [
+    "CAN",
+    "CDot",
+    "CIN",
+    "DCN",
+    "FFM",
     "MLP",
     "Activation",
     "AddBias",
+    "AllInt",
+    "AutoInt",
     "AvgPooling",
     "Dense",
+    "GroupInt",
     "LayerNorm",
     "LogitCorrection",
     "MaxPooling",
     "MergeTensorList",
+    "SeNet",
     "SumPooling",
 ]

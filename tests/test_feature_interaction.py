@@ -1,0 +1,728 @@
+"""Unit tests for the feature-interaction layers (run with each KERAS_BACKEND)."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_mtl import layers
+
+
+def _np(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def _roundtrip(layer: keras.layers.Layer, expected: dict) -> None:
+    config = layer.get_config()
+    for key in expected:
+        assert key in config, key
+    clone = type(layer).from_config(config)
+    dumped = json.dumps(config, sort_keys=True, default=str)
+    assert json.dumps(clone.get_config(), sort_keys=True, default=str) == dumped
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(layer)
+    )
+    assert type(restored) is type(layer)
+    assert json.dumps(restored.get_config(), sort_keys=True, default=str) == dumped
+
+
+def _fit(layer: keras.layers.Layer, x, extra_flatten: bool = True) -> None:
+    inputs = keras.Input(shape=x.shape[1:])
+    h = layer(inputs)
+    h = keras.layers.Flatten()(h) if extra_flatten else h
+    outputs = keras.layers.Dense(1)(h)
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss="mse")
+    y = np.random.default_rng(0).normal(size=(x.shape[0], 1)).astype("float32")
+    history = model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+RNG = np.random.default_rng(1234)
+
+
+# --- DCN ---------------------------------------------------------------------
+
+
+def test_dcn_mixed_requires_low_rank():
+    with pytest.raises(ValueError, match=r"dcn_type='mixed' with low_rank=None"):
+        layers.DCN(dcn_type="mixed")
+    with pytest.raises(ValueError, match=r"low_rank=0"):
+        layers.DCN(dcn_type="mixed", low_rank=0)
+    with pytest.raises(ValueError, match=r"low_rank=-2"):
+        layers.DCN(dcn_type="mixed", low_rank=-2)
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"dcn_type": "cross"}, r"dcn_type='cross'"),
+        ({"layer_num": 0}, r"layer_num=0"),
+        ({"num_experts": 0}, r"num_experts=0"),
+        ({"keep_prob": 0.0}, r"keep_prob=0.0"),
+        ({"keep_prob": 1.5}, r"keep_prob=1.5"),
+        ({"low_rank_activation": "nope"}, r"activation='nope'"),
+        ({"low_rank": "2"}, r"low_rank='2'"),
+    ],
+)
+def test_dcn_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.DCN(**kwargs)
+
+
+def test_dcn_bad_input_rank():
+    with pytest.raises(ValueError, match=r"input_shape=\(4,\)"):
+        layers.DCN().build((4,))
+    with pytest.raises(ValueError, match=r"static last dimension"):
+        layers.DCN().build((2, None))
+
+
+def test_dcn_mismatched_input_dim_after_build():
+    layer = layers.DCN()
+    layer(np.zeros((2, 4), "float32"))
+    with pytest.raises(ValueError):
+        layer(np.zeros((2, 5), "float32"))
+
+
+def test_dcn_config_roundtrip_every_argument():
+    kwargs = {
+        "layer_num": 3,
+        "dcn_type": "mixed",
+        "initializer": "he_normal",
+        "regularizer": "l2",
+        "num_experts": 4,
+        "low_rank": 3,
+        "allow_kernel_norm": True,
+        "use_dropout": True,
+        "keep_prob": 0.7,
+        "share_gates": True,
+        "low_rank_activation": "relu",
+    }
+    layer = layers.DCN(**kwargs)
+    config = layer.get_config()
+    for key in ("layer_num", "dcn_type", "num_experts", "low_rank"):
+        assert config[key] == kwargs[key]
+    assert config["keep_prob"] == pytest.approx(0.7)
+    assert config["allow_kernel_norm"] and config["use_dropout"]
+    assert config["share_gates"]
+    assert config["initializer"]["class_name"] == "HeNormal"
+    assert config["regularizer"] is not None
+    _roundtrip(layer, kwargs)
+    clone = layers.DCN.from_config(config)
+    assert isinstance(clone.low_rank_activation, keras.layers.ReLU)
+
+
+def test_dcn_defaults():
+    layer = layers.DCN()
+    assert layer.dcn_type == "matrix" and layer.layer_num == 1
+    assert layer.get_config()["initializer"]["class_name"] == "GlorotNormal"
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"dcn_type": "vector"},
+        {"dcn_type": "matrix"},
+        {"dcn_type": "mixed", "low_rank": 2, "num_experts": 3},
+    ],
+)
+def test_dcn_dropout_only_in_training(kwargs):
+    x = RNG.normal(size=(8, 6)).astype("float32")
+    plain = layers.DCN(layer_num=2, **kwargs)
+    dropped = layers.DCN(layer_num=2, use_dropout=True, keep_prob=0.5, **kwargs)
+    plain(x)
+    dropped(x)
+    dropped.set_weights(plain.get_weights())
+    want = _np(plain(x))
+    np.testing.assert_allclose(_np(dropped(x)), want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        _np(dropped(x, training=False)), want, rtol=1e-6, atol=1e-6
+    )
+    train = _np(dropped(x, training=True))
+    assert np.any(np.abs(train - want) > 1e-3)
+    # Inverted dropout zeroes some entries of the last layer's output.
+    assert np.any(train == 0.0)
+
+
+def test_dcn_mixed_gates_are_live():
+    """The gate kernel changes the output (it is dead in the reference code)."""
+    x = RNG.normal(size=(4, 5)).astype("float32")
+    layer = layers.DCN(dcn_type="mixed", low_rank=2, num_experts=3)
+    before = _np(layer(x))
+    gate = next(v for v in layer.weights if "gate_kernel" in v.path)
+    gate.assign(_np(gate.value) + RNG.normal(size=gate.shape).astype("float32"))
+    assert np.max(np.abs(_np(layer(x)) - before)) > 1e-4
+
+
+def test_dcn_single_expert_has_no_gate():
+    layer = layers.DCN(dcn_type="mixed", low_rank=2, num_experts=1)
+    layer(np.zeros((1, 4), "float32"))
+    assert not any("gate" in v.path for v in layer.weights)
+
+
+def test_dcn_share_gates_creates_one_gate():
+    layer = layers.DCN(
+        dcn_type="mixed", low_rank=2, num_experts=2, layer_num=3, share_gates=True
+    )
+    layer(np.zeros((1, 4), "float32"))
+    gates = [v.path for v in layer.weights if "gate" in v.path]
+    assert len(gates) == 1
+
+
+def test_dcn_kernel_norm_not_on_bias_and_fresh_identity():
+    x = RNG.normal(size=(3, 4)).astype("float32")
+    raw = layers.DCN(layer_num=2, initializer=keras.initializers.GlorotNormal(seed=1))
+    normed = layers.DCN(
+        layer_num=2,
+        allow_kernel_norm=True,
+        initializer=keras.initializers.GlorotNormal(seed=1),
+    )
+    raw(x)
+    normed(x)
+    paths = [v.path.split("/")[-1] for v in normed.weights]
+    assert "bias_0_norm" not in paths and "kernel_0_norm" in paths
+    # g starts at the column norms, so a fresh layer matches the raw one.
+    np.testing.assert_allclose(_np(normed(x)), _np(raw(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_dcn_regularizer_only_on_kernels():
+    layer = layers.DCN(dcn_type="mixed", low_rank=2, num_experts=2, regularizer="l2")
+    layer(np.ones((1, 3), "float32"))
+    # u, v, c and gate kernels: four regularization losses, none for the bias.
+    assert len(layer.losses) == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"dcn_type": "vector"},
+        {"dcn_type": "matrix", "allow_kernel_norm": True, "use_dropout": True},
+        {"dcn_type": "mixed", "low_rank": 2, "num_experts": 2, "share_gates": True},
+    ],
+)
+def test_dcn_fit(kwargs):
+    x = RNG.normal(size=(8, 3, 4)).astype("float32")
+    _fit(layers.DCN(layer_num=2, **kwargs), x)
+
+
+def test_dcn_layer_activation_follows_dtype_policy():
+    layer = layers.DCN(
+        dcn_type="mixed",
+        low_rank=2,
+        num_experts=2,
+        low_rank_activation="relu",
+        dtype="mixed_float16",
+    )
+    y = layer(RNG.normal(size=(2, 4)).astype("float32"))
+    assert keras.backend.standardize_dtype(y.dtype) == "float16"
+
+
+# --- CIN ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"hidden_uints": []}, r"hidden_uints=\[\]"),
+        ({"hidden_uints": [3, 0]}, r"hidden_uints=\[3, 0\]"),
+        ({"hidden_uints": [3, 2], "split_half": True}, r"hidden_uints=\[3, 2\]"),
+        ({"hidden_uints": [2], "activation": "bogus"}, r"activation='bogus'"),
+    ],
+)
+def test_cin_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.CIN(**kwargs)
+
+
+def test_cin_split_half_odd_last_layer_is_fine():
+    layer = layers.CIN([4, 3], split_half=True)
+    assert tuple(layer(np.zeros((2, 3, 2), "float32")).shape) == (2, 5)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (2, 3, 4, 5)])
+def test_cin_bad_input_rank(shape):
+    with pytest.raises(ValueError, match=r"input_shape="):
+        layers.CIN([2]).build(shape)
+
+
+def test_cin_mismatched_field_dims_after_build():
+    layer = layers.CIN([2])
+    layer(np.zeros((2, 3, 4), "float32"))
+    with pytest.raises(ValueError):
+        layer(np.zeros((2, 4, 4), "float32"))
+
+
+def test_cin_config_roundtrip_every_argument():
+    kwargs = {
+        "hidden_uints": [4, 2],
+        "activation": "relu",
+        "initializer": "he_uniform",
+        "regularizer": "l2",
+        "split_half": True,
+        "activate_last_layer": True,
+    }
+    layer = layers.CIN(**kwargs)
+    config = layer.get_config()
+    assert config["hidden_uints"] == [4, 2]
+    assert config["split_half"] and config["activate_last_layer"]
+    assert config["initializer"]["class_name"] == "HeUniform"
+    _roundtrip(layer, kwargs)
+
+
+def test_cin_output_width_and_relu_dtype_policy():
+    layer = layers.CIN([4, 2], activation="relu", dtype="mixed_bfloat16")
+    y = layer(RNG.normal(size=(3, 5, 2)).astype("float32"))
+    assert tuple(y.shape) == (3, 6)
+    assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
+
+
+def test_cin_fit():
+    x = RNG.normal(size=(8, 3, 4)).astype("float32")
+    _fit(layers.CIN([4, 2], activation="relu", split_half=True), x)
+
+
+# --- AutoInt -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"layer_num": 0}, r"layer_num=0"),
+        ({"out_type": "sum"}, r"out_type='sum'"),
+        ({"attention_units": 0}, r"attention_units=0"),
+        ({"head_num": 2}, r"head_num=2 with attention_units=None"),
+        ({"head_num": 0, "attention_units": 2}, r"head_num=0"),
+    ],
+)
+def test_autoint_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.AutoInt(**kwargs)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (2, 3, 4, 5), (2, None, 4)])
+def test_autoint_bad_input_shape(shape):
+    with pytest.raises(ValueError, match=r"input_shape="):
+        layers.AutoInt().build(shape)
+
+
+def test_autoint_default_has_no_weights_and_matches_manual():
+    x = RNG.normal(size=(2, 3, 4)).astype("float32")
+    layer = layers.AutoInt(out_type="stack")
+    y = _np(layer(x))
+    assert not layer.weights
+    logits = np.einsum("bfd,bgd->bfg", x, x)
+    a = np.exp(logits - logits.max(-1, keepdims=True))
+    a /= a.sum(-1, keepdims=True)
+    np.testing.assert_allclose(y, a @ x, rtol=1e-5, atol=1e-5)
+
+
+def test_autoint_paper_form_weights_and_shapes():
+    layer = layers.AutoInt(
+        layer_num=2, attention_units=3, head_num=2, use_residual=True, use_relu=True
+    )
+    y = layer(np.zeros((2, 4, 5), "float32"))
+    assert tuple(y.shape) == (2, 4 * 6)
+    shapes = {v.path.split("/")[-1]: tuple(v.shape) for v in layer.weights}
+    assert shapes["query_kernel_0"] == (5, 6)
+    assert shapes["residual_kernel_1"] == (6, 6)
+    assert len(shapes) == 8
+
+
+def test_autoint_list_output():
+    out = layers.AutoInt(out_type=None)(np.zeros((2, 3, 4), "float32"))
+    assert isinstance(out, list) and len(out) == 3
+    assert tuple(out[0].shape) == (2, 4)
+
+
+def test_autoint_config_roundtrip_every_argument():
+    kwargs = {
+        "layer_num": 2,
+        "out_type": "stack",
+        "keep_list": True,
+        "attention_units": 4,
+        "head_num": 3,
+        "use_residual": True,
+        "use_relu": True,
+        "scaling": True,
+        "initializer": "he_normal",
+        "regularizer": "l1",
+    }
+    layer = layers.AutoInt(**kwargs)
+    config = layer.get_config()
+    for key in ("layer_num", "out_type", "keep_list", "attention_units", "head_num"):
+        assert config[key] == kwargs[key]
+    assert config["use_residual"] and config["use_relu"] and config["scaling"]
+    _roundtrip(layer, kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"attention_units": 2, "head_num": 2, "use_residual": True}]
+)
+def test_autoint_fit(kwargs):
+    x = RNG.normal(size=(8, 3, 4)).astype("float32")
+    _fit(layers.AutoInt(layer_num=2, **kwargs), x)
+
+
+# --- SeNet -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"num_feature": 0, "cmp_dim": 2}, r"num_feature=0"),
+        ({"num_feature": 3, "cmp_dim": 0}, r"cmp_dim=0"),
+        ({"num_feature": 3, "cmp_dim": 2, "out_type": "add"}, r"out_type='add'"),
+    ],
+)
+def test_senet_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.SeNet(**kwargs)
+
+
+def test_senet_cmp_dim_is_required():
+    with pytest.raises(TypeError):
+        layers.SeNet(num_feature=3)  # pylint: disable=no-value-for-parameter
+
+
+@pytest.mark.parametrize(
+    "shape, pattern",
+    [
+        ((2, 4, 3), r"num_feature=3.*input_shape=\(2, 4, 3\)"),
+        ((2, 9), r"input_shape=\(2, 9\)"),
+        ([(2, 3), (2, 3)], r"num_feature=3 tensors. Received: 2 tensors"),
+        ([(2, 3), (2, 3, 1), (2, 2)], r"rank-2"),
+    ],
+)
+def test_senet_bad_input_shapes(shape, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.SeNet(3, 2).build(shape)
+
+
+def test_senet_stack_needs_equal_widths():
+    with pytest.raises(ValueError, match=r"out_type='stack' with shapes="):
+        layers.SeNet(2, None, out_type="stack").build([(2, 3), (2, 4)])
+
+
+def test_senet_list_and_tuple_inputs_of_different_widths():
+    fields = [RNG.normal(size=(4, d)).astype("float32") for d in (2, 5, 1)]
+    layer = layers.SeNet(3, 2)
+    y = layer(fields)
+    assert tuple(y.shape) == (4, 8)
+    np.testing.assert_allclose(_np(layer(tuple(fields))), _np(y), rtol=1e-6)
+    parts = layers.SeNet(3, None, out_type=None)(fields)
+    assert [tuple(p.shape) for p in parts] == [(4, 2), (4, 5), (4, 1)]
+    # cmp_dim=None: each field is scaled by its own mean.
+    for p, x in zip(parts, fields, strict=True):
+        np.testing.assert_allclose(
+            _np(p), x * x.mean(-1, keepdims=True), rtol=1e-5, atol=1e-6
+        )
+
+
+def test_senet_weights_in_unit_interval_with_tower():
+    x = RNG.normal(size=(5, 3, 4)).astype("float32")
+    y = _np(layers.SeNet(3, 2, out_type="stack")(x))
+    ratio = y / x
+    assert np.all(ratio > 0) and np.all(ratio < 1)
+
+
+def test_senet_config_roundtrip_every_argument():
+    kwargs = {
+        "num_feature": 4,
+        "cmp_dim": 2,
+        "initializer": "he_normal",
+        "regularizer": "l2",
+        "on_gpu": True,
+        "out_type": None,
+        "keep_list": True,
+    }
+    layer = layers.SeNet(**kwargs)
+    config = layer.get_config()
+    assert config["num_feature"] == 4 and config["cmp_dim"] == 2
+    assert config["on_gpu"] and config["keep_list"] and config["out_type"] is None
+    _roundtrip(layer, kwargs)
+    _roundtrip(layers.SeNet(3, None), {"cmp_dim": None})
+
+
+def test_senet_fit():
+    x = RNG.normal(size=(8, 3, 4)).astype("float32")
+    _fit(layers.SeNet(3, 2), x)
+
+
+# --- AllInt ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"cmp_dim": 0}, r"cmp_dim=0"),
+        ({"cmp_dim": None}, r"cmp_dim=None"),
+        ({"cmp_dim": 2, "out_type": "mean"}, r"out_type='mean'"),
+    ],
+)
+def test_allint_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.AllInt(**kwargs)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (2, 3, 4, 5), (2, None, 4)])
+def test_allint_bad_input_shape(shape):
+    with pytest.raises(ValueError, match=r"input_shape="):
+        layers.AllInt(2).build(shape)
+
+
+def test_allint_mismatched_fields_after_build():
+    layer = layers.AllInt(2)
+    layer(np.zeros((2, 3, 4), "float32"))
+    with pytest.raises(ValueError):
+        layer(np.zeros((2, 5, 4), "float32"))
+
+
+def test_allint_matches_manual_formula():
+    x = RNG.normal(size=(2, 3, 4)).astype("float32")
+    layer = layers.AllInt(2, use_bias=False, out_type="stack")
+    y = _np(layer(x))
+    c = _np(layer.allint_kernel.value)
+    np.testing.assert_allclose(
+        y, np.einsum("bfd,bgd->bfg", x, x) @ c, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_allint_config_roundtrip_every_argument():
+    kwargs = {
+        "cmp_dim": 3,
+        "initializer": "he_normal",
+        "regularizer": "l2",
+        "use_bias": False,
+        "out_type": "stack",
+        "keep_list": True,
+    }
+    layer = layers.AllInt(**kwargs)
+    config = layer.get_config()
+    assert config["cmp_dim"] == 3 and not config["use_bias"]
+    assert config["out_type"] == "stack" and config["keep_list"]
+    _roundtrip(layer, kwargs)
+
+
+def test_allint_fit():
+    _fit(layers.AllInt(2), RNG.normal(size=(8, 3, 4)).astype("float32"))
+
+
+# --- CDot --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"project_dim": 0, "compress_units": [2]}, r"project_dim=0"),
+        ({"project_dim": 2, "compress_units": [2, 0]}, r"compress_units=\[2, 0\]"),
+        ({"project_dim": 2, "compress_units": 4}, r"compress_units=4"),
+        ({"project_dim": 2, "compress_units": [], "activation": "x"}, r"'x'"),
+    ],
+)
+def test_cdot_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.CDot(**kwargs)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (2, 3, 4, 5), (2, 3, None)])
+def test_cdot_bad_input_shape(shape):
+    with pytest.raises(ValueError, match=r"input_shape="):
+        layers.CDot(2, [3]).build(shape)
+
+
+def test_cdot_output_width_and_weight_paths():
+    layer = layers.CDot(project_dim=3, compress_units=[5])
+    y = layer(np.ones((2, 4, 2), "float32"))
+    assert tuple(y.shape) == (2, 4 * 3 + 2 * 3)
+    paths = sorted(v.path.split("/", 1)[1] for v in layer.weights)
+    assert "project_weight" in paths
+    assert "compress_tower/dense_1/kernel" in paths
+
+
+def test_cdot_config_roundtrip_every_argument():
+    kwargs = {
+        "project_dim": 3,
+        "compress_units": [8, 4],
+        "activation": "tanh",
+        "initializer": "he_normal",
+        "regularizer": "l2",
+    }
+    layer = layers.CDot(**kwargs)
+    config = layer.get_config()
+    assert config["compress_units"] == [8, 4] and config["activation"] == "tanh"
+    _roundtrip(layer, kwargs)
+
+
+def test_cdot_fit_and_keras_file(tmp_path):
+    x = RNG.normal(size=(8, 3, 4)).astype("float32")
+    _fit(layers.CDot(2, [3]), x)
+    inputs = keras.Input(shape=(3, 4))
+    model = keras.Model(inputs, layers.CDot(2, [3])(inputs))
+    path = tmp_path / "cdot.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(_np(loaded(x)), _np(model(x)), rtol=1e-6, atol=1e-6)
+
+
+# --- GroupInt / FFM ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"interaction_type": "sum"}, r"interaction_type='sum'"),
+        (
+            {"interaction_type": "dot", "use_attention": True, "attention_units": [1]},
+            r"interaction_type='dot'",
+        ),
+        ({"use_attention": True}, r"attention_units=None"),
+        ({"use_attention": True, "attention_units": [4, 2]}, r"\[4, 2\]"),
+        ({"out_type": "flat"}, r"out_type='flat'"),
+    ],
+)
+def test_groupint_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.GroupInt(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "shape, pattern",
+    [
+        ([(2, 3, 4)], r"pair"),
+        ([(2, 3, 4), (2, 2, 5)], r"left D=4, right D=5"),
+        ([[(2, 4), (2, 3)], (2, 2, 4)], r"left_fields shapes="),
+        ([(2, 12), (2, 2, 4)], r"left_fields shape=\(2, 12\)"),
+    ],
+)
+def test_groupint_bad_input_shapes(shape, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.GroupInt().build(shape)
+
+
+def test_groupint_lists_match_stacked_and_ffm_alias():
+    left = [RNG.normal(size=(4, 3)).astype("float32") for _ in range(3)]
+    right = [RNG.normal(size=(4, 3)).astype("float32") for _ in range(2)]
+    assert layers.FFM is layers.GroupInt
+    dot = _np(layers.GroupInt("dot")((left, right)))
+    assert dot.shape == (4, 6)
+    want = np.stack([(a * b).sum(-1) for a in left for b in right], axis=1)
+    np.testing.assert_allclose(dot, want, rtol=1e-5, atol=1e-6)
+    mul = layers.GroupInt(out_type="stack")
+    stacked = _np(mul([np.stack(left, 1), np.stack(right, 1)]))
+    np.testing.assert_allclose(_np(mul([left, right])), stacked, rtol=1e-6)
+    assert stacked.shape == (4, 6, 3)
+    parts = layers.GroupInt(out_type=None)([left, right])
+    assert len(parts) == 6 and tuple(parts[0].shape) == (4, 3)
+
+
+def test_groupint_config_roundtrip_every_argument():
+    kwargs = {
+        "interaction_type": "multiply",
+        "use_attention": True,
+        "attention_units": [4, 1],
+        "activation": "tanh",
+        "initializer": "he_normal",
+        "regularizer": "l2",
+        "out_type": "stack",
+        "keep_list": True,
+    }
+    layer = layers.GroupInt(**kwargs)
+    config = layer.get_config()
+    assert config["attention_units"] == [4, 1] and config["use_attention"]
+    assert config["out_type"] == "stack" and config["keep_list"]
+    _roundtrip(layer, kwargs)
+
+
+def test_groupint_fit():
+    left = keras.Input(shape=(3, 4))
+    right = keras.Input(shape=(2, 4))
+    y = layers.GroupInt(use_attention=True, attention_units=[3, 1])([left, right])
+    model = keras.Model([left, right], keras.layers.Dense(1)(y))
+    model.compile(optimizer="adam", loss="mse")
+    xs = [RNG.normal(size=(8, 3, 4)), RNG.normal(size=(8, 2, 4))]
+    history = model.fit(
+        [x.astype("float32") for x in xs],
+        RNG.normal(size=(8, 1)).astype("float32"),
+        epochs=2,
+        verbose=0,
+    )
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+# --- CAN ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"layer_num": 0}, r"layer_num=0"),
+        ({"activation": "nope"}, r"activation='nope'"),
+    ],
+)
+def test_can_bad_arguments(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.CAN(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, shapes, pattern",
+    [
+        ({}, [(2, 4)], r"pair"),
+        ({}, [(2, 4), (2, 40)], r"rank 3.*user_emb shape=\(2, 4\)"),
+        ({"is_seq": True}, [(2, 3, 4), (2, 40)], r"rank 4"),
+        ({}, [(2, 3, 4), (2, 39)], r"\(batch, 40\).*item_emb shape=\(2, 39\)"),
+        ({}, [(2, 3, 4), (3, 40)], r"same batch size"),
+    ],
+)
+def test_can_bad_input_shapes(kwargs, shapes, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        layers.CAN(**kwargs).build(shapes)
+
+
+@pytest.mark.parametrize(
+    "kwargs, user_shape, out_shape",
+    [
+        ({"is_seq": True}, (2, 3, 5, 4), (2, 3, 4)),
+        ({}, (2, 3, 4), (2, 3, 4)),
+        ({"is_seq": True, "is_stacked": False}, (2, 5, 4), (2, 4)),
+        ({"is_stacked": False}, (1, 4), (1, 4)),
+    ],
+)
+def test_can_shapes(kwargs, user_shape, out_shape):
+    user = RNG.normal(size=user_shape).astype("float32")
+    item = RNG.normal(size=(user_shape[0], 40)).astype("float32")
+    layer = layers.CAN(**kwargs)
+    y = layer([user, item])
+    assert tuple(y.shape) == out_shape
+    assert not layer.weights
+
+
+def test_can_config_roundtrip_every_argument():
+    kwargs = {"layer_num": 3, "activation": "tanh", "is_seq": True, "is_stacked": False}
+    layer = layers.CAN(**kwargs)
+    config = layer.get_config()
+    assert config["layer_num"] == 3 and config["activation"] == "tanh"
+    assert config["is_seq"] and not config["is_stacked"]
+    _roundtrip(layer, kwargs)
+
+
+def test_can_fit():
+    user = keras.Input(shape=(3, 2))
+    item = keras.Input(shape=(12,))
+    y = keras.layers.Flatten()(layers.CAN()([user, item]))
+    model = keras.Model([user, item], keras.layers.Dense(1)(y))
+    model.compile(optimizer="adam", loss="mse")
+    history = model.fit(
+        [
+            RNG.normal(size=(8, 3, 2)).astype("float32"),
+            RNG.normal(size=(8, 12)).astype("float32"),
+        ],
+        RNG.normal(size=(8, 1)).astype("float32"),
+        epochs=2,
+        verbose=0,
+    )
+    assert np.all(np.isfinite(history.history["loss"]))
