@@ -73,9 +73,9 @@ class SpecError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Tolerance:
-    rtol: float | None
-    atol: float | None
     reason: str
+    rtol: float | None = None
+    atol: float | None = None
     check: str | None = None
     policy: str | None = None
     backend: str | None = None

@@ -163,3 +163,13 @@ def test_golden_check_detects_an_edited_value(tmp_path):
     end = golden.index(",", number_at)
     spec.golden_path.write_text(golden[:number_at] + "0.125" + golden[end:])
     assert "differ" in goldens.check(spec)
+
+
+def test_a_tolerance_override_may_give_only_rtol(tmp_path):
+    text = GOOD.replace(
+        "config: {}",
+        "config: {}\n    tolerance: [{rtol: 1.0e-3, reason: a long enough reason}]",
+    )
+    case = spec_lib.load_spec(_write(tmp_path, text)).cases[0]
+    tol = case.tolerance("forward", "float32", "jax", "cpu")
+    assert (tol.rtol, tol.atol) == (1.0e-3, None)

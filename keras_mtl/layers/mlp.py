@@ -150,7 +150,7 @@ class MLP(keras.layers.Layer):
         for i, dense in enumerate(self.dense_layers):
             dense.build(shape)
             shape = shape[:-1] + (dense.units,)
-            if i < len(self.batch_norms) and self.batch_norms[i] is not None:
+            if i < len(self.batch_norms):
                 self.batch_norms[i].build(shape)
             act = self.activations[i]
             if isinstance(act, keras.layers.Layer):
@@ -162,7 +162,7 @@ class MLP(keras.layers.Layer):
             x = self.batch_norm_in(x, training=training)
         for i, dense in enumerate(self.dense_layers):
             x = dense(x, training=training)
-            if i < len(self.batch_norms) and self.batch_norms[i] is not None:
+            if i < len(self.batch_norms):
                 x = self.batch_norms[i](x, training=training)
             if self.activations[i] is not None:
                 x = self.activations[i](x)
