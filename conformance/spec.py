@@ -35,6 +35,7 @@ ALL_CHECKS = (
     "grad",
     "keras_file",
     "cross_backend",
+    "stochastic",
 )
 DEFAULT_CHECKS = (
     "config_roundtrip",
@@ -107,6 +108,7 @@ class Case:
     dtype_policies: tuple[str, ...]
     tolerances: tuple[Tolerance, ...]
     expected_exact: dict[str, Any]
+    stochastic: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -300,7 +302,15 @@ def load_spec(path: pathlib.Path | str) -> LayerSpec:
             dtype_policies=tuple(entry.get("dtype_policies", default_policies)),
             tolerances=tuple(Tolerance(**t) for t in entry.get("tolerance", [])),
             expected_exact=entry.get("expected_exact", {}),
+            stochastic=entry.get("stochastic", {}),
         )
+        if ("stochastic" in case.checks) != bool(case.stochastic):
+            raise SpecError(
+                path,
+                "the `stochastic` check and a `stochastic` block go together",
+                cid,
+                "stochastic",
+            )
         if "float32" not in case.dtype_policies:
             raise SpecError(
                 path, "float32 must be among the policies", cid, "dtype_policies"

@@ -303,3 +303,65 @@ def check_cross_backend(cc: CaseCheck, request, tmp_path) -> float:
         _case_golden(cc.case)["forward"]["float32"],
         _tol(cc),
     )
+
+
+def _call_with(layer, case: spec_lib.Case, inputs: list[Any], training: bool) -> list:
+    first, kwargs = harness.call_args(layer, case, inputs)
+    kwargs["training"] = training
+    return [harness.to_numpy(o) for o in harness.flatten(layer(first, **kwargs))]
+
+
+def check_stochastic(cc: CaseCheck, request, tmp_path) -> None:
+    """Properties of random behaviour; no cross-backend goldens exist for it.
+
+    Seeds give different streams on each backend, so values are not compared
+    across backends: inference must be deterministic (and match the golden),
+    training calls must vary, two layers built with the same seed must agree,
+    and the fraction of exact zeros (dropout) must match its rate.
+    """
+    case = cc.case
+    block = case.stochastic
+    props = set(block.get("properties", []))
+    samples = block.get("samples", 20)
+    inputs = harness.concrete_inputs(case)
+    layer = harness.ready_layer(case)
+    if "inference_deterministic" in props:
+        first = _call_with(layer, case, inputs, training=False)
+        again = _call_with(layer, case, inputs, training=False)
+        for a, b in zip(first, again, strict=True):
+            np.testing.assert_array_equal(
+                a, b, err_msg="inference is not deterministic"
+            )
+        if not case.training:
+            expected = _case_golden(case)["forward"]["float32"]
+            _compare_outputs(cc, first, expected, _tol(cc, "forward"), "[inference]")
+    draws = [_call_with(layer, case, inputs, training=True) for _ in range(samples)]
+    if "varies_in_training" in props:
+        assert any(
+            not np.array_equal(a, b) for a, b in zip(draws[0], draws[1], strict=True)
+        ), "two training calls gave identical outputs: the noise does not advance"
+    if "reproducible_with_seed" in props:
+        twin = harness.ready_layer(case)
+        fresh = harness.ready_layer(case)
+        a = _call_with(twin, case, inputs, training=True)
+        b = _call_with(fresh, case, inputs, training=True)
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y, err_msg="same seed, different output")
+    if "bounds" in block:
+        low, high = block["bounds"]
+        for draw in draws:
+            for out in draw:
+                assert np.all((out >= low) & (out <= high)), (
+                    f"outputs leave [{low}, {high}]: {out.min()}..{out.max()}"
+                )
+    if "zero_fraction" in block:
+        rate = block["zero_fraction"]
+        values = np.concatenate([o.ravel() for draw in draws for o in draw])
+        n = values.size
+        observed = float(np.mean(values == 0.0))
+        bound = 5.0 * np.sqrt(rate * (1.0 - rate) / n) + 1.0 / n
+        _record(request, max_err=abs(observed - rate))
+        assert abs(observed - rate) <= bound, (
+            f"zero fraction {observed:.4f} over {n} values, expected {rate} "
+            f"+- {bound:.4f}"
+        )

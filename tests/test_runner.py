@@ -192,3 +192,29 @@ def test_user_spec_directory_with_a_masked_layer(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "9 passed" in proc.stdout
+
+
+def test_a_false_stochastic_claim_fails(tmp_path):
+    specs = _copy_spec(tmp_path)
+    spec_path = specs / "add_bias" / "spec.yaml"
+    spec_path.write_text(
+        spec_path.read_text()
+        + """  - id: claims_noise
+    config: {}
+    checks: [stochastic]
+    stochastic: {properties: [inference_deterministic, varies_in_training]}
+    inputs:
+      x: {shape: [1, 2], data: [[1.0, 2.0]]}
+    weights:
+      bias: {shape: [2], data: [0.0, 0.0]}
+"""
+    )
+    subprocess.run(
+        [sys.executable, "-m", "conformance.goldens", f"--spec-dir={specs}"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    proc = _run(f"--spec-dir={specs}", "-k", "claims_noise", tmp_path=tmp_path)
+    assert proc.returncode == 1
+    assert "the noise does not advance" in proc.stdout
