@@ -22,6 +22,19 @@ def column_norms(kernel: Any) -> Any:
     return ops.sqrt(ops.sum(ops.square(kernel), axis=-2))
 
 
+def column_norm_initializer(kernel: Any) -> Any:
+    """A Keras initializer giving the column norms of `kernel`'s current value.
+
+    Weight-norm scales start here, so a freshly built layer computes what it
+    would without normalization.
+    """
+
+    def initializer(shape: Any, dtype: Any = None) -> Any:
+        return ops.cast(column_norms(kernel.value), dtype)
+
+    return initializer
+
+
 def weight_norm(
     kernel: Any, scale: Any | None = None, epsilon: float = WEIGHT_NORM_EPSILON
 ) -> Any:

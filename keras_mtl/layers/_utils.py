@@ -2,25 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
-
-import keras
-
-
-def clone_activation(
-    activation: Callable[..., Any] | None, name: str, dtype_policy: Any
-) -> Callable[..., Any] | None:
-    """An unshared, renamed copy of a layer activation in the owner's dtype policy.
-
-    Functions are returned as they are.
-    """
-    if isinstance(activation, keras.layers.Layer):
-        config = activation.get_config()
-        config["name"] = name
-        config["dtype"] = dtype_policy
-        return activation.__class__.from_config(config)
-    return activation
 
 
 def merged_output_shape(

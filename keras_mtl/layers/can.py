@@ -9,7 +9,6 @@ from keras import ops
 
 from keras_mtl import activations
 from keras_mtl import validation
-from keras_mtl.layers._utils import clone_activation
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -71,7 +70,9 @@ class CAN(keras.layers.Layer):
         self.activation = activations.get(activation)
         self.is_seq = bool(is_seq)
         self.is_stacked = bool(is_stacked)
-        self._act = clone_activation(self.activation, "co_action", self.dtype_policy)
+        self._act = activations.clone(
+            self.activation, name="co_action", dtype=self.dtype_policy
+        )
 
     def _user_rank(self) -> int:
         return 2 + int(self.is_seq) + int(self.is_stacked)

@@ -9,7 +9,6 @@ from keras import ops
 
 from keras_mtl import activations
 from keras_mtl import validation
-from keras_mtl.layers._utils import clone_activation
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -96,7 +95,9 @@ class CIN(keras.layers.Layer):
             )
         n = len(self.hidden_uints)
         self.activations = [
-            clone_activation(self.activation, f"activation_{k}", self.dtype_policy)
+            activations.clone(
+                self.activation, name=f"activation_{k}", dtype=self.dtype_policy
+            )
             if k < n - 1 or self.activate_last_layer
             else None
             for k in range(n)

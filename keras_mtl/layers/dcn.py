@@ -10,18 +10,8 @@ from keras import ops
 from keras_mtl import activations
 from keras_mtl import numerics
 from keras_mtl import validation
-from keras_mtl.layers._utils import clone_activation
 
 DCN_TYPES = ("vector", "matrix", "mixed")
-
-
-def _norm_initializer(variable: Any) -> Any:
-    """Initializer giving the column norms of `variable`'s initial value."""
-
-    def initializer(shape: Any, dtype: Any = None) -> Any:
-        return ops.cast(numerics.column_norms(variable.value), dtype)
-
-    return initializer
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -171,10 +161,10 @@ class DCN(keras.layers.Layer):
             "keep_prob", keep_prob, 0.0, 1.0, low_inclusive=False
         )
         self.share_gates = bool(share_gates)
-        self.low_rank_activation = clone_activation(
+        self.low_rank_activation = activations.clone(
             activations.get(low_rank_activation),
-            "low_rank_activation",
-            self.dtype_policy,
+            name="low_rank_activation",
+            dtype=self.dtype_policy,
         )
         # Sub-layers are created here so their names are stable.
         self.dropout = (
@@ -202,7 +192,7 @@ class DCN(keras.layers.Layer):
             norm = self.add_weight(
                 name=f"{name}_norm",
                 shape=shape[:-2] + shape[-1:],
-                initializer=_norm_initializer(kernel),
+                initializer=numerics.column_norm_initializer(kernel),
             )
         return kernel, norm
 

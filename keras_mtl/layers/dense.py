@@ -133,14 +133,10 @@ class Dense(keras.layers.Layer):
             regularizer=self.kernel_regularizer,
         )
         if self.allow_kernel_norm:
-            kernel = self.kernel
             self.kernel_norm = self.add_weight(
                 name="kernel_norm",
                 shape=(self.units,),
-                # g starts at the column norms of the initial kernel.
-                initializer=lambda shape, dtype=None: ops.cast(
-                    numerics.column_norms(kernel.value), dtype
-                ),
+                initializer=numerics.column_norm_initializer(self.kernel),
                 trainable=self.kernel_norm_trainable,
             )
         if self.use_bias:
