@@ -7,12 +7,14 @@ from keras_mtl.layers.layer_norm import LayerNorm
 from keras_mtl.layers.logit_correction import LogitCorrection
 from keras_mtl.layers.merge_tensor_list import MergeTensorList
 from keras_mtl.layers.mlp import MLP
+from keras_mtl.layers.mmoe import MMoE
 from keras_mtl.layers.pooling import AvgPooling
 from keras_mtl.layers.pooling import MaxPooling
 from keras_mtl.layers.pooling import SumPooling
 
 __all__ = [
     "MLP",
+    "MMoE",
     "Activation",
     "AddBias",
     "AvgPooling",

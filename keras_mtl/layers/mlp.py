@@ -122,7 +122,7 @@ class MLP(keras.layers.Layer):
                     name=f"dense_{i}",
                 )
             )
-            if i < n - 1:
+            if i < n - 1 and self.enable_batch_normalization:
                 self.batch_norms.append(self._batch_norm(f"batch_norm_{i}"))
         self.supports_masking = True
 

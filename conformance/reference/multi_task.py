@@ -1,0 +1,165 @@
+"""References for the multi-task layers: MMoE and SNR.
+
+Semantics: Ma et al., "Modeling Task Relationships in Multi-task Learning with
+Multi-gate Mixture-of-Experts" (KDD 2018); Shazeer et al., "Outrageously Large
+Neural Networks" (2017) for top-k gating and the CV² importance loss; Ma et
+al., "SNR: Sub-Network Routing for Flexible Parameter Sharing in Multi-Task
+Learning" (AAAI 2019) and Louizos et al., "Learning Sparse Neural Networks
+through L0 Regularization" (2018) for hard-concrete gates. Layer-specific
+conventions (weight layout, expert MLP rules) follow
+`shared/design/layers.md` §13 with the decisions in each spec's `deviations`.
+Stochastic paths (gate noise, hard-concrete sampling) are not referenced here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+
+from conformance.reference import common
+
+Result = dict[str, Any]
+CV_EPSILON = 1e-10
+
+
+# --- MMoE ---------------------------------------------------------------------
+
+
+def _per_expert(value: Any, n: int) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value] * n
+
+
+def _mmoe_experts(config: dict[str, Any]) -> tuple[int, list[list[int]], list[Any]]:
+    dims = config["expert_output_dims"]
+    per_expert = all(isinstance(d, (list, tuple)) for d in dims)
+    acts = config["expert_activations"]
+    inits = config.get("expert_initializers", "glorot_uniform")
+    n = config.get("num_experts")
+    if n is None:
+        if per_expert:
+            n = len(dims)
+        elif isinstance(acts, (list, tuple)):
+            n = len(acts)
+        else:
+            n = len(inits)
+    all_dims = [list(d) for d in dims] if per_expert else [list(dims)] * n
+    return n, all_dims, _per_expert(acts, n)
+
+
+def _expert_mlp(
+    x: np.ndarray,
+    dims: list[int],
+    act: str | None,
+    params: list[dict[str, np.ndarray]],
+    config: dict[str, Any],
+) -> np.ndarray:
+    """One expert: hidden layers use `act`, the last layer is linear."""
+    for i in range(len(dims)):
+        w = params[i]["kernel"]
+        if config.get("use_weight_norm", True):
+            w = common.weight_norm(w, params[i]["kernel_norm"])
+        x = x @ w
+        if config.get("use_bias", True):
+            x = x + params[i]["bias"]
+        if i < len(dims) - 1:
+            x = common.activation(act, x)
+    return x
+
+
+def _top_k_renormalize(p: np.ndarray, k: int) -> np.ndarray:
+    """Keeps the k largest entries per row (ties: lower index), renormalizes."""
+    order = np.argsort(-p, axis=-1, kind="stable")
+    mask = np.zeros_like(p)
+    np.put_along_axis(mask, order[..., :k], 1.0, axis=-1)
+    kept = p * mask
+    return kept / kept.sum(axis=-1, keepdims=True)
+
+
+def _cv_squared(v: np.ndarray) -> np.ndarray:
+    return v.var(axis=-1) / (v.mean(axis=-1) ** 2 + CV_EPSILON)
+
+
+def mmoe(inputs, weights, config, training, **_) -> Result:
+    """MMoE with softmax / top-k gates (noise-free path)."""
+    x = inputs[0]
+    z = inputs[1] if len(inputs) > 1 else inputs[0]
+    num_tasks = config["num_tasks"]
+    n, dims, acts = _mmoe_experts(config)
+    stacked = len({json.dumps(d) for d in dims}) == 1 and (
+        len({json.dumps(a, sort_keys=True) for a in acts}) == 1
+    )
+    outs = []
+    for e in range(n):
+        if stacked:
+            params = [
+                {
+                    key: weights[f"experts/dense_{i}/{key}"][e]
+                    for key in ("kernel", "kernel_norm", "bias")
+                    if f"experts/dense_{i}/{key}" in weights
+                }
+                for i in range(len(dims[e]))
+            ]
+        else:
+            params = [
+                {
+                    key: weights[f"expert_{e}/dense_{i}/{key}"]
+                    for key in ("kernel", "kernel_norm", "bias")
+                    if f"expert_{e}/dense_{i}/{key}" in weights
+                }
+                for i in range(len(dims[e]))
+            ]
+        outs.append(_expert_mlp(x, dims[e], acts[e], params, config))
+    experts = np.stack(outs, axis=1)  # [B, E, D]
+    logits = (z @ weights["gate_weight"]).reshape(-1, num_tasks, n)
+    logits = logits / config.get("temperature", 1.0)
+    gates = common.softmax(logits, axis=-1)  # [B, T, E]
+    gate_type = config.get("gate_type", "softmax")
+    losses = []
+    if gate_type != "softmax":
+        gates = _top_k_renormalize(gates, config.get("top_k", 1))
+        importance = gates.sum(axis=0)  # [T, E]
+        coef = config.get("balance_loss_weight", 1.0)
+        losses.append(coef * float(np.sum(_cv_squared(importance))))
+    mixed = np.einsum("bte,bed->btd", gates, experts)
+    outputs = [mixed[:, t, :] for t in range(num_tasks)]
+    if config.get("return_gates", False):
+        outputs.append(gates)
+    return {"outputs": outputs, "losses": losses}
+
+
+# --- SNR ----------------------------------------------------------------------
+
+
+def snr(inputs, weights, config, training, **_) -> Result:
+    """Sub-network routing with deterministic (inference) hard-concrete gates.
+
+    `z_r = clip(sigmoid(log_alpha_r) * (zeta - gamma) + gamma, 0, 1)`,
+    `y_j = sum_i z_ij * x_i @ W_ij` (route `r = i * num_out + j`), and the
+    expected L0 penalty `l0_weight * sum_r sigmoid(log_alpha_r - beta *
+    log(-gamma / zeta))`.
+    """
+    if training:
+        raise ValueError("the SNR reference covers the deterministic path only")
+    num_out = config["num_out_subnet"]
+    d_out = config["out_subnet_dim"]
+    zeta = config.get("zeta", 1.1)
+    gamma = config.get("gamma", -0.1)
+    beta = config.get("beta", 0.5)
+    num_in = len(inputs)
+    d_in = inputs[0].shape[-1]
+    log_alpha = weights["log_alpha"].reshape(num_in, num_out)
+    z = np.clip(common.sigmoid(log_alpha) * (zeta - gamma) + gamma, 0.0, 1.0)
+    if config.get("snr_type", "trans") == "trans":
+        w = weights["weight"].reshape(num_in, num_out, d_in, d_out)
+    else:
+        w = np.broadcast_to(np.eye(d_in), (num_in, num_out, d_in, d_out))
+    outputs = []
+    for j in range(num_out):
+        y = sum(z[i, j] * (inputs[i] @ w[i, j]) for i in range(num_in))
+        outputs.append(y)
+    factor = beta * math.log(-gamma / zeta)
+    l0 = float(np.sum(common.sigmoid(weights["log_alpha"] - factor)))
+    return {"outputs": outputs, "losses": [config.get("l0_weight", 1.0) * l0]}
