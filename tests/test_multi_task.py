@@ -1,0 +1,321 @@
+"""Unit tests for the multi-task layers (run once per KERAS_BACKEND).
+
+Deterministic outputs are pinned by the conformance specs (`specs/mmoe*`,
+`specs/snr*`); these tests cover argument errors, stochastic properties,
+config round-trips and training inside `model.fit`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_mtl import gating
+from keras_mtl.layers import MMoE
+
+
+def _np(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def _x(shape, seed=0):
+    return np.random.RandomState(seed).standard_normal(shape).astype("float32")
+
+
+def _randomize(layer, seed=0):
+    rng = np.random.RandomState(seed)
+    for v in layer.weights:
+        v.assign(rng.standard_normal(v.shape).astype("float32"))
+
+
+# --- gating helpers ---------------------------------------------------------
+
+
+def test_top_k_mask_breaks_ties_by_index():
+    scores = ops.convert_to_tensor(
+        np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 2.0, 0.5], [3.0, 1.0, 3.0, 3.0]])
+    )
+    mask = _np(gating.top_k_mask(scores, 2))
+    np.testing.assert_array_equal(mask, [[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 0]])
+
+
+# --- MMoE: argument errors --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"num_experts": 3, "gate_type": "topk", "top_k": 5},
+            r"Received: top_k=5 with num_experts=3",
+        ),
+        ({"num_experts": 3, "gate_type": "sparse"}, r"gate_type='sparse'"),
+        ({"num_experts": 3, "top_k": 0}, r"top_k=0"),
+        ({"num_experts": 3, "temperature": 0.0}, r"temperature=0.0"),
+        ({"num_experts": 3, "balance_loss_weight": -1.0}, r"balance_loss_weight"),
+        ({"num_experts": None}, r"num_experts=None"),
+        ({"num_experts": 0}, r"num_experts=0"),
+        (
+            {"num_experts": 2, "expert_initializers": ["zeros"] * 3},
+            r"3 expert_initializers with num_experts=2",
+        ),
+    ],
+)
+def test_mmoe_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MMoE(2, [4, 3], "relu", **kwargs)
+
+
+def test_mmoe_mismatched_expert_output_dims():
+    with pytest.raises(ValueError, match=r"expert_output_dims=\[\[4, 3\], \[2\]\]"):
+        MMoE(2, [[4, 3], [2]], "relu")
+
+
+def test_mmoe_per_expert_dims_must_match_num_experts():
+    with pytest.raises(ValueError, match=r"2 expert_output_dims with num_experts=3"):
+        MMoE(2, [[4, 3], [3]], "relu", num_experts=3)
+
+
+def test_mmoe_activation_list_length():
+    with pytest.raises(ValueError, match=r"3 expert_activations with num_experts=2"):
+        MMoE(2, [[4], [4]], ["relu", "tanh", "relu"])
+
+
+def test_mmoe_unknown_activation():
+    with pytest.raises(ValueError, match=r"activation='nope'"):
+        MMoE(2, [4], "nope", num_experts=2)
+
+
+def test_mmoe_wrong_number_of_inputs():
+    layer = MMoE(2, [4], "relu", num_experts=2)
+    with pytest.raises(ValueError, match=r"Received: 3 inputs"):
+        layer([_x((2, 3)), _x((2, 3)), _x((2, 3))])
+
+
+# --- MMoE: structure and gates ----------------------------------------------
+
+
+def test_mmoe_stacked_weights_and_outputs():
+    layer = MMoE(3, [4, 2], "relu", num_experts=5, name="m")
+    outputs = layer(_x((6, 7)))
+    assert layer.stacked
+    assert len(outputs) == 3 and all(tuple(o.shape) == (6, 2) for o in outputs)
+    shapes = {v.path: tuple(v.shape) for v in layer.weights}
+    assert shapes["m/experts/dense_0/kernel"] == (5, 7, 4)
+    assert shapes["m/experts/dense_1/kernel"] == (5, 4, 2)
+    assert shapes["m/gate_weight"] == (7, 15)
+    assert layer.losses == []  # softmax gates add no loss
+
+
+def test_mmoe_stacked_matches_per_expert_mlps():
+    """Stacked experts compute what separate per-expert MLPs compute."""
+    x = _x((4, 5), 1)
+    stacked = MMoE(2, [3, 2], "tanh", num_experts=3, return_gates=True)
+    looped = MMoE(2, [[3, 2]] * 3, ["tanh", "tanh", "tanh"], return_gates=True)
+    # Differently written activations stop the stacking: force the loop path.
+    looped_layer = MMoE(
+        2, [[3, 2], [3, 2], [3, 2]], ["tanh", "Tanh", "tanh"], return_gates=True
+    )
+    assert looped.stacked and not looped_layer.stacked
+    stacked(x)
+    looped_layer(x)
+    _randomize(stacked, 3)
+    sv = {v.path.split("/", 1)[1]: _np(v.value) for v in stacked.weights}
+    for v in looped_layer.weights:
+        rel = v.path.split("/", 1)[1]
+        if rel.startswith("expert_"):
+            e, rest = rel.split("/", 1)
+            v.assign(sv[f"experts/{rest}"][int(e.split("_")[1])])
+        else:
+            v.assign(sv[rel])
+    for a, b in zip(stacked(x), looped_layer(x), strict=True):
+        np.testing.assert_allclose(_np(a), _np(b), rtol=1e-5, atol=1e-6)
+
+
+def test_mmoe_topk_keeps_exactly_k_at_zero_init():
+    layer = MMoE(
+        2, [3], "relu", num_experts=4, gate_type="topk", top_k=2, return_gates=True
+    )
+    *_, gates = layer(_x((3, 5)))
+    gates = _np(gates)
+    np.testing.assert_allclose(gates[..., :2], 0.5, rtol=1e-6)
+    np.testing.assert_array_equal(gates[..., 2:], 0.0)
+    # importance per task [1.5, 1.5, 0, 0]: cv2 = 1 per task, summed over 2 tasks.
+    np.testing.assert_allclose(_np(layer.losses[0]), 2.0, rtol=1e-5)
+
+
+def test_mmoe_balance_loss_coefficient():
+    layer = MMoE(
+        2,
+        [3],
+        "relu",
+        num_experts=4,
+        gate_type="topk",
+        top_k=2,
+        balance_loss_weight=0.25,
+    )
+    layer(_x((3, 5)))
+    assert len(layer.losses) == 1
+    np.testing.assert_allclose(_np(layer.losses[0]), 0.5, rtol=1e-5)
+
+
+def test_mmoe_noise_only_in_training_and_properties():
+    k = 2
+    layer = MMoE(
+        3,
+        [4],
+        "relu",
+        num_experts=5,
+        gate_type="noise_topk",
+        top_k=k,
+        return_gates=True,
+        seed=1,
+    )
+    x = _x((64, 6), 2)
+    layer(x)
+    _randomize(layer, 4)
+    inf_a = _np(layer(x, training=False)[-1])
+    inf_b = _np(layer(x, training=False)[-1])
+    np.testing.assert_array_equal(inf_a, inf_b)
+    train_a = _np(layer(x, training=True)[-1])
+    train_b = _np(layer(x, training=True)[-1])
+    for g in (inf_a, train_a, train_b):
+        assert np.all(g >= 0.0)
+        assert np.all(np.count_nonzero(g, axis=-1) <= k)
+        np.testing.assert_allclose(g.sum(axis=-1), 1.0, rtol=1e-5)
+    assert not np.allclose(train_a, inf_a)
+    assert not np.allclose(train_a, train_b)  # the seed generator advances
+
+
+def test_mmoe_noise_reproducible_with_seed():
+    x = _x((16, 4), 5)
+
+    def gates(seed):
+        layer = MMoE(
+            2,
+            [3],
+            "relu",
+            num_experts=4,
+            gate_type="noise_topk",
+            top_k=2,
+            return_gates=True,
+            seed=seed,
+        )
+        layer(x)
+        _randomize(layer, 6)
+        return _np(layer(x, training=True)[-1])
+
+    np.testing.assert_array_equal(gates(11), gates(11))
+    assert not np.allclose(gates(11), gates(12))
+
+
+def test_mmoe_separate_gate_input():
+    layer = MMoE(2, [3], "relu", num_experts=3, return_gates=True, name="m")
+    *outs, gates = layer([_x((4, 5)), _x((4, 2), 1)])
+    assert tuple(gates.shape) == (4, 2, 3)
+    assert {v.path: tuple(v.shape) for v in layer.weights}["m/gate_weight"] == (2, 6)
+
+
+def test_mmoe_mixed_precision_routes_in_float32():
+    layer = MMoE(
+        2,
+        [3],
+        "relu",
+        num_experts=3,
+        gate_type="topk",
+        top_k=2,
+        return_gates=True,
+        dtype="mixed_float16",
+    )
+    outputs = layer(_x((4, 5)))
+    for o in outputs:
+        assert keras.backend.standardize_dtype(o.dtype) == "float16"
+    assert keras.backend.standardize_dtype(layer.losses[0].dtype) == "float32"
+
+
+# --- MMoE: config -----------------------------------------------------------
+
+
+def test_mmoe_config_roundtrip_every_argument():
+    kwargs = {
+        "num_tasks": 3,
+        "expert_output_dims": [[5, 2], [2]],
+        "expert_activations": ["tanh", "sigmoid2"],
+        "expert_initializers": [
+            keras.initializers.HeNormal(seed=1),
+            keras.initializers.RandomUniform(-0.1, 0.1, seed=2),
+        ],
+        "gate_type": "noise_topk",
+        "top_k": 2,
+        "num_experts": 2,
+        "kernel_regularizer": keras.regularizers.L2(0.01),
+        "use_weight_norm": False,
+        "use_learnable_weight_norm": False,
+        "use_bias": False,
+        "bias_regularizer": keras.regularizers.L1(0.02),
+        "enable_batch_normalization": True,
+        "batch_normalization_momentum": 0.9,
+        "batch_normalization_renorm": True,
+        "batch_normalization_renorm_clipping": {"rmax": 2.0, "rmin": 0.5, "dmax": 1.0},
+        "batch_normalization_renorm_momentum": 0.8,
+        "balance_loss_weight": 0.3,
+        "temperature": 0.7,
+        "return_gates": True,
+        "seed": 9,
+    }
+    layer = MMoE(**kwargs)
+    config = layer.get_config()
+    for key in kwargs:
+        assert key in config, key
+    assert config["expert_activations"] == ["tanh", "sigmoid2"]
+    assert config["expert_initializers"][0]["class_name"] == "HeNormal"
+    clone = MMoE.from_config(config)
+    dumped = json.dumps(config, sort_keys=True, default=str)
+    assert json.dumps(clone.get_config(), sort_keys=True, default=str) == dumped
+    # The activations still act after the round-trip.
+    x = _x((8, 4))
+    y = layer(x)
+    clone(x)
+    clone.set_weights(layer.get_weights())
+    for a, b in zip(y, clone(x), strict=True):
+        np.testing.assert_allclose(_np(a), _np(b), rtol=1e-6)
+
+
+def test_mmoe_saves_and_loads(tmp_path):
+    inp = keras.Input((5,))
+    layer = MMoE(2, [4, 3], "relu", num_experts=3, gate_type="topk", top_k=2)
+    model = keras.Model(inp, layer(inp))
+    _randomize(layer, 1)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = _x((4, 5))
+    for a, b in zip(model(x), loaded(x), strict=True):
+        np.testing.assert_allclose(_np(a), _np(b), rtol=1e-6)
+
+
+# --- MMoE: training ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("gate_type", ["softmax", "noise_topk"])
+def test_mmoe_fit(gate_type):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,))
+    mmoe = MMoE(2, [8, 4], "relu", num_experts=3, gate_type=gate_type, top_k=2, seed=3)
+    y0, y1 = mmoe(inp)
+    out0 = keras.layers.Dense(1, name="t0")(y0)
+    out1 = keras.layers.Dense(1, name="t1")(y1)
+    model = keras.Model(inp, [out0, out1])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=["mse", "mse"])
+    x = _x((64, 6))
+    t = [x[:, :1] * 2.0, x[:, 1:2] - x[:, 2:3]]
+    before = _np(mmoe.gate_weight.value).copy()
+    history = model.fit(x, t, epochs=3, batch_size=16, verbose=0)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+    assert not np.allclose(_np(mmoe.gate_weight.value), before)
