@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import keras
 from keras import ops
 
 
@@ -48,3 +49,49 @@ def top_k_renormalize(probs: Any, k: int) -> Any:
     """
     kept = probs * top_k_mask(probs, k)
     return kept / ops.sum(kept, axis=-1, keepdims=True)
+
+
+def hard_concrete(
+    log_alpha: Any,
+    zeta: float = 1.1,
+    gamma: float = -0.1,
+    beta: float = 0.5,
+    training: bool = False,
+    straight_through: bool = False,
+    seed: Any = None,
+    epsilon: float = 1e-6,
+) -> Any:
+    """Hard-concrete gates (Louizos et al., 2018), one per entry of `log_alpha`.
+
+    Training: `u ~ U(epsilon, 1 - epsilon)`,
+    `s = sigmoid((log u - log(1 - u) + log_alpha) / beta)`; otherwise the
+    deterministic `s = sigmoid(log_alpha)`. Then
+    `z = clip(s * (zeta - gamma) + gamma, 0, 1)`. With `straight_through`
+    the clip's gradient is the identity:
+    `z = s_bar + stop_gradient(clip(s_bar) - s_bar)`.
+
+    Args:
+        log_alpha: float tensor of gate log-odds.
+        zeta, gamma: stretch interval `(gamma, zeta)`, `gamma < 0 < 1 < zeta`.
+        beta: concrete temperature.
+        training: sample (True) or use the deterministic gate (False).
+        straight_through: identity gradient through the clip.
+        seed: a `keras.random.SeedGenerator` or int for the sampling.
+        epsilon: keeps `u` away from 0 and 1 so the logs stay finite.
+    """
+    if training:
+        u = keras.random.uniform(
+            ops.shape(log_alpha),
+            minval=epsilon,
+            maxval=1.0 - epsilon,
+            dtype=log_alpha.dtype,
+            seed=seed,
+        )
+        s = ops.sigmoid((ops.log(u) - ops.log1p(-u) + log_alpha) / beta)
+    else:
+        s = ops.sigmoid(log_alpha)
+    stretched = s * (zeta - gamma) + gamma
+    hard = ops.clip(stretched, 0.0, 1.0)
+    if straight_through:
+        return stretched + ops.stop_gradient(hard - stretched)
+    return hard

@@ -11,10 +11,12 @@ from keras_mtl.layers.mmoe import MMoE
 from keras_mtl.layers.pooling import AvgPooling
 from keras_mtl.layers.pooling import MaxPooling
 from keras_mtl.layers.pooling import SumPooling
+from keras_mtl.layers.snr import SNR
 
 __all__ = [
     "MLP",
     "MMoE",
+    "SNR",
     "Activation",
     "AddBias",
     "AvgPooling",
