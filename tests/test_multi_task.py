@@ -15,6 +15,7 @@ import pytest
 from keras import ops
 
 from keras_mtl import gating
+from keras_mtl.layers import SNR
 from keras_mtl.layers import MMoE
 
 
@@ -319,3 +320,153 @@ def test_mmoe_fit(gate_type):
     assert np.all(np.isfinite(losses))
     assert losses[-1] < losses[0]
     assert not np.allclose(_np(mmoe.gate_weight.value), before)
+
+
+# --- SNR --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"snr_type": "sum"}, r"snr_type='sum'"),
+        ({"zeta": 1.0}, r"zeta=1.0"),
+        ({"gamma": 0.1}, r"gamma=0.1"),
+        ({"beta": 0.0}, r"beta=0.0"),
+        ({"l0_weight": -0.5}, r"l0_weight=-0.5"),
+    ],
+)
+def test_snr_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SNR(2, 3, **kwargs)
+
+
+def test_snr_bad_inputs():
+    with pytest.raises(ValueError, match=r"input last dims=\[3, 4\]"):
+        SNR(2, 3)([_x((2, 3)), _x((2, 4))])
+    with pytest.raises(ValueError, match=r"out_subnet_dim=2 with input dim 3"):
+        SNR(2, 2, snr_type="aver")([_x((2, 3)), _x((2, 3))])
+    with pytest.raises(ValueError, match=r"list of input tensors"):
+        SNR(2, 3)(_x((2, 3)))
+    layer = SNR(2, 3)
+    layer([_x((2, 3)), _x((2, 3))])
+    with pytest.raises(ValueError, match=r"Received: 3 inputs"):
+        layer([_x((2, 3)), _x((2, 3)), _x((2, 3))])
+
+
+def test_snr_weights_and_l0_loss():
+    layer = SNR(2, 4, name="s")
+    outputs = layer([_x((5, 3)), _x((5, 3), 1), _x((5, 3), 2)])
+    assert [tuple(o.shape) for o in outputs] == [(5, 4), (5, 4)]
+    shapes = {v.path: tuple(v.shape) for v in layer.weights}
+    assert shapes == {"s/log_alpha": (6, 1), "s/weight": (6, 12)}
+    # log_alpha = 0: each route contributes sigmoid(-beta * log(-gamma / zeta)).
+    expected = 6.0 / (1.0 + np.exp(0.5 * np.log(0.1 / 1.1)))
+    assert len(layer.losses) == 1
+    np.testing.assert_allclose(_np(layer.losses[0]), expected, rtol=1e-5)
+
+
+def test_snr_sampling_only_in_training():
+    layer = SNR(3, 2, snr_type="aver", seed=5)
+    xs = [_x((4, 2), i) for i in range(3)]
+    layer(xs)
+    layer.log_alpha.assign(_x((9, 1), 7))
+    inf_a = _np(layer.gates(training=False))
+    inf_b = _np(layer.gates(training=False))
+    np.testing.assert_array_equal(inf_a, inf_b)
+    expected = np.clip(1.0 / (1.0 + np.exp(-_x((9, 1), 7))) * 1.2 - 0.1, 0, 1)
+    np.testing.assert_allclose(inf_a, expected, rtol=1e-5, atol=1e-7)
+    samples = np.stack([_np(layer.gates(training=True)) for _ in range(200)])
+    assert np.all((samples >= 0.0) & (samples <= 1.0))
+    assert np.any(samples == 0.0) and np.any(samples == 1.0)  # hard gates
+    assert not np.allclose(samples[0], samples[1])
+    y_inf = [_np(o) for o in layer(xs, training=False)]
+    y_inf2 = [_np(o) for o in layer(xs, training=False)]
+    for a, b in zip(y_inf, y_inf2, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_snr_sampling_reproducible_with_seed():
+    def gates(seed):
+        layer = SNR(2, 2, snr_type="aver", seed=seed)
+        layer([_x((2, 2)), _x((2, 2), 1)])
+        return np.stack([_np(layer.gates(training=True)) for _ in range(3)])
+
+    np.testing.assert_array_equal(gates(4), gates(4))
+    assert not np.allclose(gates(4), gates(5))
+
+
+def _gate_grad(use_ste, value):
+    """d sum(z) / d log_alpha at a given log_alpha, deterministic gates."""
+    log_alpha = ops.convert_to_tensor(np.full((3, 1), value, dtype="float32"))
+
+    def f(la):
+        return ops.sum(
+            gating.hard_concrete(la, training=False, straight_through=use_ste)
+        )
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(f)(log_alpha))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(log_alpha)
+            y = f(log_alpha)
+        return tape.gradient(y, log_alpha).numpy()
+
+    la = log_alpha.detach().clone().requires_grad_(True)
+    f(la).backward()
+    return la.grad.numpy()
+
+
+def test_snr_straight_through_gradient():
+    # log_alpha = 5: s_bar = sigmoid(5) * 1.2 - 0.1 > 1, so the clip is active.
+    s = 1.0 / (1.0 + np.exp(-5.0))
+    ds = s * (1.0 - s) * 1.2
+    np.testing.assert_allclose(_gate_grad(True, 5.0), ds, rtol=1e-4)
+    np.testing.assert_allclose(_gate_grad(False, 5.0), 0.0)
+    # Inside the interval both agree.
+    np.testing.assert_allclose(_gate_grad(True, 0.3), _gate_grad(False, 0.3))
+
+
+def test_snr_config_roundtrip_every_argument():
+    kwargs = {
+        "num_out_subnet": 3,
+        "out_subnet_dim": 2,
+        "snr_type": "trans",
+        "zeta": 1.3,
+        "gamma": -0.3,
+        "beta": 0.7,
+        "use_ste": True,
+        "initializer": keras.initializers.HeNormal(seed=2),
+        "regularizer": keras.regularizers.L2(0.01),
+        "l0_weight": 0.05,
+        "seed": 8,
+    }
+    layer = SNR(**kwargs)
+    config = layer.get_config()
+    for key in kwargs:
+        assert key in config, key
+    clone = SNR.from_config(config)
+    dumped = json.dumps(config, sort_keys=True, default=str)
+    assert json.dumps(clone.get_config(), sort_keys=True, default=str) == dumped
+
+
+def test_snr_fit():
+    keras.utils.set_random_seed(0)
+    inputs = [keras.Input((4,)) for _ in range(2)]
+    snr = SNR(2, 3, seed=1)
+    y0, y1 = snr(inputs)
+    out0 = keras.layers.Dense(1, name="t0")(y0)
+    out1 = keras.layers.Dense(1, name="t1")(y1)
+    model = keras.Model(inputs, [out0, out1])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=["mse", "mse"])
+    xs = [_x((64, 4)), _x((64, 4), 1)]
+    t = [xs[0][:, :1], xs[1][:, 1:2]]
+    before = _np(snr.log_alpha.value).copy()
+    history = model.fit(xs, t, epochs=3, batch_size=16, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert not np.allclose(_np(snr.log_alpha.value), before)
