@@ -163,3 +163,101 @@ def snr(inputs, weights, config, training, **_) -> Result:
     factor = beta * math.log(-gamma / zeta)
     l0 = float(np.sum(common.sigmoid(weights["log_alpha"] - factor)))
     return {"outputs": outputs, "losses": [config.get("l0_weight", 1.0) * l0]}
+
+
+# --- CGC / PLE ----------------------------------------------------------------
+
+
+def _layer_activations(spec: Any, n: int) -> list[Any]:
+    """MLP rules: a list is per layer; a single value (None: relu) is used on
+    the hidden layers and the last layer is linear."""
+    if isinstance(spec, (list, tuple)):
+        return list(spec)
+    return ["relu" if spec is None else spec] * (n - 1) + [None]
+
+
+def _cgc_level(
+    groups: list[np.ndarray],
+    weights: dict[str, np.ndarray],
+    config: dict[str, Any],
+    dims: list[int],
+    shared_output: bool,
+    prefix: str,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One extraction level (Tang et al., 2020, Sec. 4.2): task t mixes its own
+    experts and the shared experts with g_t = softmax(x_t W_t / temperature);
+    the optional shared gate mixes all experts from the shared input."""
+    num_tasks = config["num_tasks"]
+    m_task = config.get("num_task_experts", 1)
+    m_task = list(m_task) if isinstance(m_task, list) else [m_task] * num_tasks
+    m_shared = config.get("num_shared_experts", 1)
+    acts = _layer_activations(config.get("expert_activations", "relu"), len(dims))
+    temperature = config.get("temperature", 1.0)
+    counts = m_task + [m_shared]
+    owner = [g for g, n in enumerate(counts) for _ in range(n)]
+    outs = []
+    for e, g in enumerate(owner):
+        x = groups[g]
+        for i in range(len(dims)):
+            base = f"{prefix}experts/dense_{i}/"
+            w = weights[base + "kernel"][e]
+            if config.get("use_weight_norm", True):
+                w = common.weight_norm(w, weights[base + "kernel_norm"][e])
+            x = x @ w
+            if config.get("use_bias", True):
+                x = x + weights[base + "bias"][e]
+            x = common.activation(acts[i], x)
+        outs.append(x)
+    experts = np.stack(outs, axis=1)  # [B, E, D]
+    num_experts = experts.shape[1]
+    shared_start = sum(m_task)
+    outputs, gates = [], []
+    for t in range(num_tasks):
+        start = sum(m_task[:t])
+        index = list(range(start, start + m_task[t])) + list(
+            range(shared_start, num_experts)
+        )
+        g = common.softmax(groups[t] @ weights[f"{prefix}task_gate_{t}"] / temperature)
+        outputs.append(np.einsum("be,bed->bd", g, experts[:, index, :]))
+        full = np.zeros((g.shape[0], num_experts))
+        full[:, index] = g
+        gates.append(full)
+    if shared_output:
+        g = common.softmax(groups[-1] @ weights[f"{prefix}shared_gate"] / temperature)
+        outputs.append(np.einsum("be,bed->bd", g, experts))
+        gates.append(g)
+    return outputs, gates
+
+
+def cgc(inputs, weights, config, training, **_) -> Result:
+    """Customized Gate Control; one input, or [task_0..task_{T-1}, shared]."""
+    groups = (
+        list(inputs) if len(inputs) > 1 else [inputs[0]] * (config["num_tasks"] + 1)
+    )
+    outputs, gates = _cgc_level(
+        groups,
+        weights,
+        config,
+        config["expert_output_dims"],
+        config.get("shared_output", False),
+        "",
+    )
+    if config.get("return_gates", False):
+        outputs.append(np.stack(gates, axis=1))
+    return {"outputs": outputs, "losses": []}
+
+
+def ple(inputs, weights, config, training, **_) -> Result:
+    """Progressive Layered Extraction: CGC levels; level j > 0 reads the task
+    and shared outputs of level j - 1; the last level has no shared output."""
+    num_tasks = config["num_tasks"]
+    levels = config.get("num_levels", 2)
+    dims = config["expert_output_dims"]
+    if not all(isinstance(d, list) for d in dims):
+        dims = [dims] * levels
+    groups = list(inputs) if len(inputs) > 1 else [inputs[0]] * (num_tasks + 1)
+    for j in range(levels):
+        groups, _ = _cgc_level(
+            groups, weights, config, dims[j], j < levels - 1, f"level_{j}/"
+        )
+    return {"outputs": groups, "losses": []}

@@ -131,7 +131,10 @@ class StackedDense(keras.layers.Layer):
 
 
 class StackedMLP(keras.layers.Layer):
-    """`E` MLPs of identical shape on a shared `[B, in]` input -> `[B, E, out]`.
+    """`E` MLPs of identical shape -> `[B, E, out]`.
+
+    The input is `[B, in]`, shared by all MLPs (`shared_input=True`), or
+    `[B, E, in]`, one slice per MLP.
 
     Same layer order and activation rules as `MLP` (per expert): `[BN_in] ->
     (Dense_i -> [BN_i] -> act_i) * (n - 1) -> Dense_last -> [act_last]`.
@@ -157,10 +160,12 @@ class StackedMLP(keras.layers.Layer):
         batch_normalization_renorm: bool = False,
         batch_normalization_renorm_clipping: dict[str, float] | None = None,
         batch_normalization_renorm_momentum: float = 0.99,
+        shared_input: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.num_stacks = num_stacks
+        self.shared_input = bool(shared_input)
         self.output_dims = list(output_dims)
         n = len(self.output_dims)
         self.activations = _resolve_activations(activations, n)
@@ -195,7 +200,7 @@ class StackedMLP(keras.layers.Layer):
                     bias_regularizer=bias_regularizer,
                     allow_kernel_norm=use_weight_norm,
                     kernel_norm_trainable=use_learnable_weight_norm,
-                    shared_input=(i == 0 and not bn),
+                    shared_input=(i == 0 and self.shared_input and not bn),
                     dtype=self.dtype_policy,
                     name=f"dense_{i}",
                 )
@@ -210,9 +215,10 @@ class StackedMLP(keras.layers.Layer):
         e = self.num_stacks
         if self.batch_norm_in is not None:
             self.batch_norm_in.build((batch, e * input_dim))
-            self.dense_layers[0].build((batch, e, input_dim))
-        else:
+        if self.shared_input and self.batch_norm_in is None:
             self.dense_layers[0].build((batch, input_dim))
+        else:
+            self.dense_layers[0].build((batch, e, input_dim))
         dim = self.output_dims[0]
         for i in range(1, len(self.dense_layers)):
             self.dense_layers[i].build((batch, e, dim))
@@ -231,7 +237,8 @@ class StackedMLP(keras.layers.Layer):
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         x = inputs
         if self.batch_norm_in is not None:
-            x = ops.repeat(ops.expand_dims(x, 1), self.num_stacks, axis=1)
+            if self.shared_input:
+                x = ops.repeat(ops.expand_dims(x, 1), self.num_stacks, axis=1)
             x = self._per_expert_bn(self.batch_norm_in, x, training)
         for i, dense in enumerate(self.dense_layers):
             x = dense(x)
