@@ -201,8 +201,16 @@ def _max_diff(a: Any, b: Any, path: str = "") -> tuple[float, str]:
         return worst
     if isinstance(a, str) or isinstance(b, str):
         return (0.0, "") if a == b else (float("inf"), path)
-    x = np.asarray(a, dtype=np.float64)
-    y = np.asarray(b, dtype=np.float64)
+    try:
+        x = np.asarray(a, dtype=np.float64)
+        y = np.asarray(b, dtype=np.float64)
+    except ValueError:  # ragged, e.g. a list of outputs of different shapes
+        if not (isinstance(a, list) and isinstance(b, list) and len(a) == len(b)):
+            return float("inf"), f"{path}: structure differs"
+        worst = (0.0, "")
+        for i, (u, v) in enumerate(zip(a, b, strict=True)):
+            worst = max(worst, _max_diff(u, v, f"{path}/{i}"))
+        return worst
     if x.shape != y.shape:
         return float("inf"), f"{path}: shape {x.shape} != {y.shape}"
     if x.size == 0:
