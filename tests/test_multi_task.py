@@ -15,6 +15,8 @@ import pytest
 from keras import ops
 
 from keras_mtl import gating
+from keras_mtl.layers import CGC
+from keras_mtl.layers import PLE
 from keras_mtl.layers import SNR
 from keras_mtl.layers import MMoE
 
@@ -470,3 +472,131 @@ def test_snr_fit():
     history = model.fit(xs, t, epochs=3, batch_size=16, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     assert not np.allclose(_np(snr.log_alpha.value), before)
+
+
+# --- CGC / PLE --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"num_task_experts": [1, 2, 3]},
+            r"num_task_experts=\[1, 2, 3\] with num_tasks=2",
+        ),
+        ({"num_task_experts": 0}, r"num_task_experts=0"),
+        ({"num_shared_experts": 0}, r"num_shared_experts=0"),
+        ({"expert_activations": ["relu"]}, r"1 expert_activations for"),
+        ({"temperature": -1.0}, r"temperature=-1.0"),
+        ({"expert_activations": "nope"}, r"activation='nope'"),
+    ],
+)
+def test_cgc_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CGC(2, [4, 3], **kwargs)
+
+
+def test_cgc_bad_inputs():
+    layer = CGC(2, [3])
+    with pytest.raises(ValueError, match=r"Received: 2 inputs with num_tasks=2"):
+        layer([_x((2, 3)), _x((2, 3))])
+    with pytest.raises(ValueError, match=r"input last dims=\[3, 3, 4\]"):
+        CGC(2, [3])([_x((2, 3)), _x((2, 3)), _x((2, 4))])
+
+
+def test_ple_bad_arguments():
+    with pytest.raises(ValueError, match=r"num_levels=0"):
+        PLE(2, [3], num_levels=0)
+    with pytest.raises(ValueError, match=r"3 expert_output_dims with num_levels=2"):
+        PLE(2, [[3], [3], [3]], num_levels=2)
+
+
+def test_cgc_gates_and_outputs():
+    layer = CGC(
+        3,
+        [4, 2],
+        num_task_experts=[1, 2, 1],
+        num_shared_experts=2,
+        shared_output=True,
+        return_gates=True,
+        name="c",
+    )
+    layer(_x((5, 3)))
+    _randomize(layer, 2)
+    *outputs, gates = layer(_x((5, 3)))
+    assert [tuple(o.shape) for o in outputs] == [(5, 2)] * 4
+    gates = _np(gates)
+    assert gates.shape == (5, 4, 6)
+    np.testing.assert_allclose(gates.sum(-1), 1.0, rtol=1e-5)
+    # Task 1 sees its experts 1, 2 and the shared experts 4, 5 only.
+    np.testing.assert_array_equal(gates[:, 1, [0, 3]], 0.0)
+    assert np.all(gates[:, 1, [1, 2, 4, 5]] > 0)
+    assert np.all(gates[:, 3] > 0)  # the shared gate sees every expert
+    shapes = {v.path: tuple(v.shape) for v in layer.weights}
+    assert shapes["c/experts/dense_0/kernel"] == (6, 3, 4)
+    assert shapes["c/task_gate_1"] == (3, 4)
+    assert shapes["c/shared_gate"] == (3, 6)
+
+
+def test_ple_mixed_precision():
+    layer = PLE(2, [4, 3], dtype="mixed_bfloat16")
+    outputs = layer(_x((4, 5)))
+    for o in outputs:
+        assert keras.backend.standardize_dtype(o.dtype) == "bfloat16"
+    for v in layer.weights:
+        assert v.dtype == "float32"
+
+
+@pytest.mark.parametrize("cls", [CGC, PLE])
+def test_cgc_ple_config_roundtrip_every_argument(cls):
+    kwargs = {
+        "num_tasks": 2,
+        "expert_output_dims": [5, 3],
+        "num_task_experts": [2, 1],
+        "num_shared_experts": 3,
+        "expert_activations": ["sigmoid2", "tanh"],
+        "expert_initializers": keras.initializers.HeNormal(),
+        "kernel_regularizer": keras.regularizers.L2(0.01),
+        "use_weight_norm": False,
+        "use_learnable_weight_norm": False,
+        "use_bias": False,
+        "bias_regularizer": keras.regularizers.L1(0.02),
+        "temperature": 0.7,
+    }
+    if cls is CGC:
+        kwargs.update(shared_output=True, return_gates=True)
+    else:
+        kwargs.update(num_levels=3)
+    layer = cls(**kwargs)
+    config = layer.get_config()
+    for key in kwargs:
+        assert key in config, key
+    clone = cls.from_config(config)
+    dumped = json.dumps(config, sort_keys=True, default=str)
+    assert json.dumps(clone.get_config(), sort_keys=True, default=str) == dumped
+    x = _x((4, 3))
+    y = layer(x)
+    clone(x)
+    clone.set_weights(layer.get_weights())
+    for a, b in zip(y, clone(x), strict=True):
+        np.testing.assert_allclose(_np(a), _np(b), rtol=1e-6)
+
+
+def test_ple_fit():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,))
+    ple = PLE(2, [8, 4], num_levels=2, num_task_experts=2)
+    y0, y1 = ple(inp)
+    out0 = keras.layers.Dense(1, name="t0")(y0)
+    out1 = keras.layers.Dense(1, name="t1")(y1)
+    model = keras.Model(inp, [out0, out1])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=["mse", "mse"])
+    x = _x((64, 6))
+    t = [x[:, :1] * 2.0, x[:, 1:2] - x[:, 2:3]]
+    before = [_np(v.value).copy() for v in ple.trainable_weights]
+    history = model.fit(x, t, epochs=3, batch_size=16, verbose=0)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+    after = [_np(v.value) for v in ple.trainable_weights]
+    assert all(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
