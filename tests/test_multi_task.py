@@ -139,6 +139,61 @@ def test_mmoe_stacked_matches_per_expert_mlps():
         np.testing.assert_allclose(_np(a), _np(b), rtol=1e-5, atol=1e-6)
 
 
+def _stacked_value(sv, rel, e, num_experts):
+    """Expert e's slice of a stacked weight (BN weights are [E * d])."""
+    value = sv[rel]
+    if "batch_norm" in rel:
+        return value.reshape(num_experts, -1)[e]
+    return value[e]
+
+
+def test_mmoe_stacked_batch_norm_matches_per_expert_mlps():
+    """Per-expert batch norm of stacked experts, moving statistics included."""
+    x = _x((8, 5), 1)
+    kwargs = {"enable_batch_normalization": True, "return_gates": True}
+    stacked = MMoE(2, [3, 2], "relu", num_experts=3, **kwargs)
+    looped = MMoE(2, [[3, 2]] * 3, ["relu", "ReLU", "relu"], **kwargs)
+    assert stacked.stacked and not looped.stacked
+    stacked(x)
+    looped(x)
+    _randomize(stacked, 3)
+    for v in stacked.weights:
+        if "moving_variance" in v.path:
+            v.assign(np.abs(_np(v.value)) + 0.5)
+    sv = {v.path.split("/", 1)[1]: _np(v.value) for v in stacked.weights}
+    for v in looped.weights:
+        rel = v.path.split("/", 1)[1]
+        if rel.startswith("expert_"):
+            e, rest = rel.split("/", 1)
+            v.assign(_stacked_value(sv, f"experts/{rest}", int(e.split("_")[1]), 3))
+        else:
+            v.assign(sv[rel])
+    for training in (False, True):
+        for a, b in zip(
+            stacked(x, training=training), looped(x, training=training), strict=True
+        ):
+            np.testing.assert_allclose(_np(a), _np(b), rtol=1e-5, atol=1e-5)
+    sv = {v.path.split("/", 1)[1]: _np(v.value) for v in stacked.weights}
+    for v in looped.weights:
+        rel = v.path.split("/", 1)[1]
+        if rel.startswith("expert_") and "moving" in rel:
+            e, rest = rel.split("/", 1)
+            want = _stacked_value(sv, f"experts/{rest}", int(e.split("_")[1]), 3)
+            np.testing.assert_allclose(_np(v.value), want, rtol=1e-5, atol=1e-6)
+
+
+def test_seeded_initializer_gives_distinct_experts():
+    init = keras.initializers.GlorotUniform(seed=4)
+    mmoe = MMoE(2, [3], "relu", num_experts=3, expert_initializers=init)
+    cgc = CGC(2, [3], expert_initializers=init)
+    for layer in (mmoe, cgc):
+        layer(_x((2, 4)))
+        kernel = _np(layer.experts.dense_layers[0].kernel.value)
+        assert not np.allclose(kernel[0], kernel[1])
+    seeds = [c["config"]["seed"] for c in mmoe.get_config()["expert_initializers"]]
+    assert seeds == [4, 5, 6]
+
+
 def test_mmoe_topk_keeps_exactly_k_at_zero_init():
     layer = MMoE(
         2, [3], "relu", num_experts=4, gate_type="topk", top_k=2, return_gates=True

@@ -14,6 +14,7 @@ from keras_mtl import numerics
 from keras_mtl import validation
 from keras_mtl.layers.mlp import MLP
 from keras_mtl.layers.stacked_mlp import StackedMLP
+from keras_mtl.layers.stacked_mlp import per_expert_initializers
 
 GATE_TYPES = ("softmax", "topk", "noise_topk")
 
@@ -65,8 +66,9 @@ class MMoE(keras.layers.Layer):
             equal).
         expert_activations: activation for every expert, or a list with one
             activation per expert. `None` means linear experts.
-        expert_initializers: kernel initializer for every expert, or a list
-            with one per expert. Defaults to `"glorot_uniform"`.
+        expert_initializers: kernel initializer for every expert (a seeded
+            one gets seed `seed + e` for expert `e`, so experts differ), or a
+            list with one per expert. Defaults to `"glorot_uniform"`.
         gate_type: one of `"softmax"`, `"topk"`, `"noise_topk"`. Defaults to
             `"softmax"`.
         top_k: int in `[1, num_experts]`. Experts kept by the top-k gates.
@@ -172,14 +174,17 @@ class MMoE(keras.layers.Layer):
             a if a is None or isinstance(a, str) else activations.serialize(a)
             for a in self.expert_activations
         ]
-        self.expert_initializers = [
-            keras.initializers.get(
-                keras.initializers.serialize(keras.initializers.get(i))
-            )
-            for i in _per_expert(
+        if isinstance(expert_initializers, (list, tuple)):
+            inits = _per_expert(
                 "expert_initializers", expert_initializers, self.num_experts
             )
-        ]
+            inits = [
+                keras.initializers.serialize(keras.initializers.get(i)) for i in inits
+            ]
+        else:
+            # A seeded initializer gets seed + e for expert e (distinct experts).
+            inits = per_expert_initializers(expert_initializers, self.num_experts)
+        self.expert_initializers = [keras.initializers.get(i) for i in inits]
         self.top_k = validation.positive_int("top_k", top_k)
         if self.top_k > self.num_experts:
             raise ValueError(

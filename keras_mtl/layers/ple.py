@@ -10,6 +10,7 @@ from keras import ops
 from keras_mtl import activations
 from keras_mtl import validation
 from keras_mtl.layers.stacked_mlp import StackedMLP
+from keras_mtl.layers.stacked_mlp import per_expert_initializers
 
 InitializerLike = str | keras.initializers.Initializer | None
 
@@ -61,7 +62,8 @@ class CGC(keras.layers.Layer):
         num_shared_experts: int. Shared experts. Defaults to `1`.
         expert_activations: activation, or a list with one per expert layer
             (see `MLP`). Defaults to `"relu"`.
-        expert_initializers: kernel initializer of every expert. Defaults to
+        expert_initializers: kernel initializer of every expert (a seeded one
+            gets seed `seed + e` for expert `e`). Defaults to
             `"glorot_uniform"`.
         kernel_regularizer: regularizer for expert kernels. Defaults to `None`.
         use_weight_norm: bool. Defaults to `True`.
@@ -158,7 +160,6 @@ class CGC(keras.layers.Layer):
         self.num_experts = sum(self.num_task_experts) + self.num_shared_experts
         self.offsets = [sum(self.num_task_experts[:t]) for t in range(self.num_tasks)]
         self.shared_offset = sum(self.num_task_experts)
-        initializer_config = keras.initializers.serialize(self.expert_initializers)
         # Sub-layers are created here so their names (weight paths) are stable.
         self.experts = StackedMLP(
             self.num_experts,
@@ -168,7 +169,9 @@ class CGC(keras.layers.Layer):
                 if isinstance(self.expert_activations, list)
                 else activations.get(self.expert_activations)
             ),
-            initializers=[initializer_config] * self.num_experts,
+            initializers=per_expert_initializers(
+                self.expert_initializers, self.num_experts
+            ),
             kernel_regularizer=self.kernel_regularizer,
             use_weight_norm=self.use_weight_norm,
             use_learnable_weight_norm=self.use_learnable_weight_norm,

@@ -7,6 +7,7 @@ one `einsum` over all experts (no Python loop over experts).
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import keras
@@ -15,6 +16,27 @@ from keras import ops
 from keras_mtl import numerics
 from keras_mtl import validation
 from keras_mtl.layers.mlp import _resolve_activations
+
+
+def per_expert_initializers(initializer: Any, n: int) -> list[dict[str, Any]]:
+    """Serialized copies of one initializer for `n` experts.
+
+    A seeded initializer returns the same values on every call, which would
+    make all experts identical (and their gates unable to tell them apart);
+    copy `e` therefore gets the seed `seed + e`. Unseeded ones are copied
+    as they are.
+    """
+    config = keras.initializers.serialize(
+        keras.initializers.get(initializer or "glorot_uniform")
+    )
+    seed = config.get("config", {}).get("seed") if isinstance(config, dict) else None
+    copies = []
+    for e in range(n):
+        item = copy.deepcopy(config)
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            item["config"]["seed"] = seed + e
+        copies.append(item)
+    return copies
 
 
 def _stacked_initializer(initializers: list[Any]) -> Any:
