@@ -53,18 +53,34 @@ def _expert_mlp(
     x: np.ndarray,
     dims: list[int],
     act: str | None,
-    params: list[dict[str, np.ndarray]],
+    params: dict[str, np.ndarray],
     config: dict[str, Any],
+    training: bool,
+    updates: dict[str, np.ndarray],
 ) -> np.ndarray:
-    """One expert: hidden layers use `act`, the last layer is linear."""
+    """One expert MLP: [BN_in] -> (Dense -> [BN] -> act)* -> Dense (linear).
+
+    Hidden layers use `act`; `params` holds this expert's weights by path
+    relative to the expert (`dense_{i}/kernel`, `batch_norm_in/gamma`, ...).
+    """
+    bn = config.get("enable_batch_normalization", False)
+    momentum = config.get("batch_normalization_momentum", 0.99)
+    if bn:
+        x = common.batch_norm(
+            x, params, "batch_norm_in", training, momentum, updates=updates
+        )
     for i in range(len(dims)):
-        w = params[i]["kernel"]
+        w = params[f"dense_{i}/kernel"]
         if config.get("use_weight_norm", True):
-            w = common.weight_norm(w, params[i]["kernel_norm"])
+            w = common.weight_norm(w, params[f"dense_{i}/kernel_norm"])
         x = x @ w
         if config.get("use_bias", True):
-            x = x + params[i]["bias"]
+            x = x + params[f"dense_{i}/bias"]
         if i < len(dims) - 1:
+            if bn:
+                x = common.batch_norm(
+                    x, params, f"batch_norm_{i}", training, momentum, updates=updates
+                )
             x = common.activation(act, x)
     return x
 
@@ -92,26 +108,37 @@ def mmoe(inputs, weights, config, training, **_) -> Result:
         len({json.dumps(a, sort_keys=True) for a in acts}) == 1
     )
     outs = []
+    per_expert_updates = []
     for e in range(n):
         if stacked:
-            params = [
-                {
-                    key: weights[f"experts/dense_{i}/{key}"][e]
-                    for key in ("kernel", "kernel_norm", "bias")
-                    if f"experts/dense_{i}/{key}" in weights
-                }
-                for i in range(len(dims[e]))
-            ]
+            # Stacked experts: slice e of [E, ...] weights; batch norm weights
+            # are [E * d] (per expert and unit).
+            params = {
+                key[len("experts/") :]: (
+                    value.reshape(n, -1)[e] if "batch_norm" in key else value[e]
+                )
+                for key, value in weights.items()
+                if key.startswith("experts/")
+            }
         else:
-            params = [
-                {
-                    key: weights[f"expert_{e}/dense_{i}/{key}"]
-                    for key in ("kernel", "kernel_norm", "bias")
-                    if f"expert_{e}/dense_{i}/{key}" in weights
-                }
-                for i in range(len(dims[e]))
-            ]
-        outs.append(_expert_mlp(x, dims[e], acts[e], params, config))
+            prefix = f"expert_{e}/"
+            params = {
+                key[len(prefix) :]: value
+                for key, value in weights.items()
+                if key.startswith(prefix)
+            }
+        upd: dict[str, np.ndarray] = {}
+        outs.append(_expert_mlp(x, dims[e], acts[e], params, config, training, upd))
+        per_expert_updates.append(upd)
+    updates: dict[str, np.ndarray] = {}
+    for key in per_expert_updates[0]:
+        if stacked:
+            updates[f"experts/{key}"] = np.concatenate(
+                [u[key] for u in per_expert_updates]
+            )
+        else:
+            for e, u in enumerate(per_expert_updates):
+                updates[f"expert_{e}/{key}"] = u[key]
     experts = np.stack(outs, axis=1)  # [B, E, D]
     logits = (z @ weights["gate_weight"]).reshape(-1, num_tasks, n)
     logits = logits / config.get("temperature", 1.0)
@@ -127,7 +154,7 @@ def mmoe(inputs, weights, config, training, **_) -> Result:
     outputs = [mixed[:, t, :] for t in range(num_tasks)]
     if config.get("return_gates", False):
         outputs.append(gates)
-    return {"outputs": outputs, "losses": losses}
+    return {"outputs": outputs, "losses": losses, "updates": updates}
 
 
 # --- SNR ----------------------------------------------------------------------
