@@ -655,3 +655,21 @@ def test_ple_fit():
     assert losses[-1] < losses[0]
     after = [_np(v.value) for v in ple.trainable_weights]
     assert all(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_stacked_dense_matches_dense_per_slice_and_roundtrips():
+    from keras_mtl.layers.stacked_mlp import StackedDense
+
+    layer = StackedDense(3, 2, ["glorot_uniform"] * 3, allow_kernel_norm=True)
+    x = _x((4, 5))
+    y = _np(layer(x))
+    kernel = _np(layer.kernel.value)
+    norms = _np(layer.kernel_norm.value)
+    np.testing.assert_allclose(norms, np.linalg.norm(kernel, axis=1), rtol=1e-5)
+    for e in range(3):
+        np.testing.assert_allclose(y[:, e], x @ kernel[e], rtol=1e-4, atol=1e-5)
+    config = layer.get_config()
+    clone = StackedDense.from_config(config)
+    assert json.dumps(clone.get_config(), sort_keys=True) == json.dumps(
+        config, sort_keys=True
+    )

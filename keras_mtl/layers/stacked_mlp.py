@@ -151,6 +151,27 @@ class StackedDense(keras.layers.Layer):
     def compute_output_shape(self, input_shape: Any) -> Any:
         return (input_shape[0], self.num_stacks, self.units)
 
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "num_stacks": self.num_stacks,
+                "units": self.units,
+                "kernel_initializers": [
+                    keras.initializers.serialize(i) for i in self.kernel_initializers
+                ],
+                "use_bias": self.use_bias,
+                "kernel_regularizer": keras.regularizers.serialize(
+                    self.kernel_regularizer
+                ),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "allow_kernel_norm": self.allow_kernel_norm,
+                "kernel_norm_trainable": self.kernel_norm_trainable,
+                "shared_input": self.shared_input,
+            }
+        )
+        return config
+
 
 class StackedMLP(keras.layers.Layer):
     """`E` MLPs of identical shape -> `[B, E, out]`.
