@@ -45,13 +45,14 @@ def save(out: pathlib.Path, spec_dirs: list[str] | None) -> int:
             layer = harness.ready_layer(case)
             model = harness.functional_model(case, layer)
             model.save(model_path)
+            # The weights as saved: a training call may update state (BN).
+            arrays = {
+                f"weight:{v.path}": harness.to_numpy(v.value) for v in model.weights
+            }
             outputs = model(
                 harness.model_inputs(harness.concrete_inputs(case)),
                 training=case.training,
             )
-            arrays = {
-                f"weight:{v.path}": harness.to_numpy(v.value) for v in model.weights
-            }
             arrays.update(
                 {
                     f"output:{i}": harness.to_numpy(o)

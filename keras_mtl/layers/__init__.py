@@ -15,18 +15,26 @@ from keras_mtl.layers.layer_norm import LayerNorm
 from keras_mtl.layers.logit_correction import LogitCorrection
 from keras_mtl.layers.merge_tensor_list import MergeTensorList
 from keras_mtl.layers.mlp import MLP
+from keras_mtl.layers.mmoe import MMoE
+from keras_mtl.layers.ple import CGC
+from keras_mtl.layers.ple import PLE
 from keras_mtl.layers.pooling import AvgPooling
 from keras_mtl.layers.pooling import MaxPooling
 from keras_mtl.layers.pooling import SumPooling
 from keras_mtl.layers.senet import SeNet
+from keras_mtl.layers.snr import SNR
 
 __all__ = [
     "CAN",
     "CDot",
+    "CGC",
     "CIN",
     "DCN",
     "FFM",
     "MLP",
+    "MMoE",
+    "PLE",
+    "SNR",
     "Activation",
     "AddBias",
     "AllInt",

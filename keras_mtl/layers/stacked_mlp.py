@@ -1,0 +1,295 @@
+"""`E` equally shaped MLPs evaluated together from stacked weights.
+
+Used by `MMoE` when all experts share one architecture: expert `e` of layer
+`i` owns the slice `kernel[e]` of a `[E, in, out]` kernel, and every layer is
+one `einsum` over all experts (no Python loop over experts).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_mtl import numerics
+from keras_mtl import validation
+from keras_mtl.layers.mlp import _resolve_activations
+
+
+def per_expert_initializers(initializer: Any, n: int) -> list[dict[str, Any]]:
+    """Serialized copies of one initializer for `n` experts.
+
+    A seeded initializer returns the same values on every call, which would
+    make all experts identical (and their gates unable to tell them apart);
+    copy `e` therefore gets the seed `seed + e`. Unseeded ones are copied
+    as they are.
+    """
+    config = keras.initializers.serialize(
+        keras.initializers.get(initializer or "glorot_uniform")
+    )
+    seed = config.get("config", {}).get("seed") if isinstance(config, dict) else None
+    copies = []
+    for e in range(n):
+        item = copy.deepcopy(config)
+        if isinstance(seed, int) and not isinstance(seed, bool):
+            item["config"]["seed"] = seed + e
+        copies.append(item)
+    return copies
+
+
+def _stacked_initializer(initializers: list[Any]) -> Any:
+    """Initializes slice `e` of a `[E, ...]` weight with `initializers[e]`.
+
+    Each slice is drawn with its own 2-D shape, so fan-in/fan-out (Glorot,
+    He, ...) are those of one expert's kernel, as with separate `Dense`s.
+    """
+
+    def initializer(shape: tuple[int, ...], dtype: Any = None) -> Any:
+        return ops.stack(
+            [init(tuple(shape[1:]), dtype=dtype) for init in initializers], axis=0
+        )
+
+    return initializer
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class StackedDense(keras.layers.Layer):
+    """`E` weight-normalizable dense maps applied in one `einsum`.
+
+    `y[b, e] = x[b] @ K[e] + bias[e]` (shared input `[B, in]`) or
+    `y[b, e] = x[b, e] @ K[e] + bias[e]` (per-stack input `[B, E, in]`), with
+    `K[e] = weight_norm(W[e], g[e])` when `allow_kernel_norm` (see `Dense`).
+
+    Args:
+        num_stacks: int. Number of stacked maps `E`.
+        units: int. Output dimension of each map.
+        kernel_initializers: list of `E` initializers (one per slice).
+        use_bias: bool. Defaults to `True`.
+        kernel_regularizer: regularizer for the stacked kernel. Defaults to
+            `None`.
+        bias_regularizer: regularizer for the stacked bias. Defaults to `None`.
+        allow_kernel_norm: bool. Defaults to `False`.
+        kernel_norm_trainable: bool. Defaults to `False`.
+        shared_input: bool. Input is `[B, in]` shared by all maps (else
+            `[B, E, in]`). Defaults to `True`.
+        **kwargs: Args to pass to the base class.
+
+    Weights: `kernel` `[E, in, units]`, `kernel_norm` `[E, units]`, `bias`
+    `[E, units]`.
+    """
+
+    def __init__(
+        self,
+        num_stacks: int,
+        units: int,
+        kernel_initializers: list[Any],
+        use_bias: bool = True,
+        kernel_regularizer: Any = None,
+        bias_regularizer: Any = None,
+        allow_kernel_norm: bool = False,
+        kernel_norm_trainable: bool = False,
+        shared_input: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_stacks = validation.positive_int("num_stacks", num_stacks)
+        self.units = validation.positive_int("units", units)
+        self.kernel_initializers = [
+            keras.initializers.get(i) for i in kernel_initializers
+        ]
+        if len(self.kernel_initializers) != self.num_stacks:
+            raise ValueError(
+                "`kernel_initializers` needs one entry per stack. Received: "
+                f"{len(self.kernel_initializers)} initializers with "
+                f"num_stacks={self.num_stacks}"
+            )
+        self.use_bias = bool(use_bias)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.allow_kernel_norm = bool(allow_kernel_norm)
+        self.kernel_norm_trainable = bool(kernel_norm_trainable)
+        self.shared_input = bool(shared_input)
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        input_dim = input_shape[-1]
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(self.num_stacks, input_dim, self.units),
+            initializer=_stacked_initializer(self.kernel_initializers),
+            regularizer=self.kernel_regularizer,
+        )
+        if self.allow_kernel_norm:
+            kernel = self.kernel
+            self.kernel_norm = self.add_weight(
+                name="kernel_norm",
+                shape=(self.num_stacks, self.units),
+                initializer=lambda shape, dtype=None: ops.cast(
+                    numerics.column_norms(kernel.value), dtype
+                ),
+                trainable=self.kernel_norm_trainable,
+            )
+        if self.use_bias:
+            self.bias = self.add_weight(
+                name="bias",
+                shape=(self.num_stacks, self.units),
+                initializer="zeros",
+                regularizer=self.bias_regularizer,
+            )
+
+    def call(self, inputs: Any) -> Any:
+        kernel = self.kernel
+        if self.allow_kernel_norm:
+            kernel = numerics.weight_norm(kernel, self.kernel_norm)
+        equation = "bi,eio->beo" if self.shared_input else "bei,eio->beo"
+        outputs = ops.einsum(equation, inputs, kernel)
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return outputs
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (input_shape[0], self.num_stacks, self.units)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "num_stacks": self.num_stacks,
+                "units": self.units,
+                "kernel_initializers": [
+                    keras.initializers.serialize(i) for i in self.kernel_initializers
+                ],
+                "use_bias": self.use_bias,
+                "kernel_regularizer": keras.regularizers.serialize(
+                    self.kernel_regularizer
+                ),
+                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
+                "allow_kernel_norm": self.allow_kernel_norm,
+                "kernel_norm_trainable": self.kernel_norm_trainable,
+                "shared_input": self.shared_input,
+            }
+        )
+        return config
+
+
+class StackedMLP(keras.layers.Layer):
+    """`E` MLPs of identical shape -> `[B, E, out]`.
+
+    The input is `[B, in]`, shared by all MLPs (`shared_input=True`), or
+    `[B, E, in]`, one slice per MLP.
+
+    Same layer order and activation rules as `MLP` (per expert): `[BN_in] ->
+    (Dense_i -> [BN_i] -> act_i) * (n - 1) -> Dense_last -> [act_last]`.
+    Batch normalization is per expert and per unit: the `[B, E, d]` tensor is
+    viewed as `[B, E * d]` and normalized over the batch, so its weights have
+    shape `[E * d]`. Not serialized on its own: `MMoE` rebuilds it from its
+    config.
+    """
+
+    def __init__(
+        self,
+        num_stacks: int,
+        output_dims: list[int],
+        activations: Any,
+        initializers: list[Any],
+        kernel_regularizer: Any = None,
+        use_weight_norm: bool = True,
+        use_learnable_weight_norm: bool = True,
+        use_bias: bool = True,
+        bias_regularizer: Any = None,
+        enable_batch_normalization: bool = False,
+        batch_normalization_momentum: float = 0.99,
+        batch_normalization_renorm: bool = False,
+        batch_normalization_renorm_clipping: dict[str, float] | None = None,
+        batch_normalization_renorm_momentum: float = 0.99,
+        shared_input: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_stacks = num_stacks
+        self.shared_input = bool(shared_input)
+        self.output_dims = list(output_dims)
+        n = len(self.output_dims)
+        self.activations = _resolve_activations(activations, n)
+        bn_kwargs = {
+            "momentum": batch_normalization_momentum,
+            "renorm": batch_normalization_renorm,
+            "renorm_clipping": batch_normalization_renorm_clipping,
+            "renorm_momentum": batch_normalization_renorm_momentum,
+            "dtype": self.dtype_policy,
+        }
+        bn = bool(enable_batch_normalization)
+        self.batch_norm_in = (
+            keras.layers.BatchNormalization(name="batch_norm_in", **bn_kwargs)
+            if bn
+            else None
+        )
+        self.dense_layers = []
+        self.batch_norms = []
+        for i, units in enumerate(self.output_dims):
+            self.dense_layers.append(
+                StackedDense(
+                    num_stacks,
+                    units,
+                    kernel_initializers=[
+                        keras.initializers.get(
+                            keras.initializers.serialize(keras.initializers.get(init))
+                        )
+                        for init in initializers
+                    ],
+                    use_bias=use_bias,
+                    kernel_regularizer=kernel_regularizer,
+                    bias_regularizer=bias_regularizer,
+                    allow_kernel_norm=use_weight_norm,
+                    kernel_norm_trainable=use_learnable_weight_norm,
+                    shared_input=(i == 0 and self.shared_input and not bn),
+                    dtype=self.dtype_policy,
+                    name=f"dense_{i}",
+                )
+            )
+            if bn and i < n - 1:
+                self.batch_norms.append(
+                    keras.layers.BatchNormalization(name=f"batch_norm_{i}", **bn_kwargs)
+                )
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        batch, input_dim = input_shape[0], input_shape[-1]
+        e = self.num_stacks
+        if self.batch_norm_in is not None:
+            self.batch_norm_in.build((batch, e * input_dim))
+        if self.shared_input and self.batch_norm_in is None:
+            self.dense_layers[0].build((batch, input_dim))
+        else:
+            self.dense_layers[0].build((batch, e, input_dim))
+        dim = self.output_dims[0]
+        for i in range(1, len(self.dense_layers)):
+            self.dense_layers[i].build((batch, e, dim))
+            dim = self.output_dims[i]
+        for i, bn in enumerate(self.batch_norms):
+            bn.build((batch, e * self.output_dims[i]))
+        for i, act in enumerate(self.activations):
+            if isinstance(act, keras.layers.Layer):
+                act.build((batch, e, self.output_dims[i]))
+
+    def _per_expert_bn(self, bn: Any, x: Any, training: Any) -> Any:
+        e, d = x.shape[-2], x.shape[-1]
+        y = bn(ops.reshape(x, (-1, e * d)), training=training)
+        return ops.reshape(y, (-1, e, d))
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        x = inputs
+        if self.batch_norm_in is not None:
+            if self.shared_input:
+                x = ops.repeat(ops.expand_dims(x, 1), self.num_stacks, axis=1)
+            x = self._per_expert_bn(self.batch_norm_in, x, training)
+        for i, dense in enumerate(self.dense_layers):
+            x = dense(x)
+            if i < len(self.batch_norms):
+                x = self._per_expert_bn(self.batch_norms[i], x, training)
+            if self.activations[i] is not None:
+                x = self.activations[i](x)
+        return x
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return (input_shape[0], self.num_stacks, self.output_dims[-1])

@@ -1,0 +1,675 @@
+"""Unit tests for the multi-task layers (run once per KERAS_BACKEND).
+
+Deterministic outputs are pinned by the conformance specs (`specs/mmoe*`,
+`specs/snr*`); these tests cover argument errors, stochastic properties,
+config round-trips and training inside `model.fit`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_mtl import gating
+from keras_mtl.layers import CGC
+from keras_mtl.layers import PLE
+from keras_mtl.layers import SNR
+from keras_mtl.layers import MMoE
+
+
+def _np(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def _x(shape, seed=0):
+    return np.random.RandomState(seed).standard_normal(shape).astype("float32")
+
+
+def _randomize(layer, seed=0):
+    rng = np.random.RandomState(seed)
+    for v in layer.weights:
+        v.assign(rng.standard_normal(v.shape).astype("float32"))
+
+
+# --- gating helpers ---------------------------------------------------------
+
+
+def test_top_k_mask_breaks_ties_by_index():
+    scores = ops.convert_to_tensor(
+        np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 2.0, 2.0, 0.5], [3.0, 1.0, 3.0, 3.0]])
+    )
+    mask = _np(gating.top_k_mask(scores, 2))
+    np.testing.assert_array_equal(mask, [[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 1, 0]])
+
+
+# --- MMoE: argument errors --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"num_experts": 3, "gate_type": "topk", "top_k": 5},
+            r"Received: top_k=5 with num_experts=3",
+        ),
+        ({"num_experts": 3, "gate_type": "sparse"}, r"gate_type='sparse'"),
+        ({"num_experts": 3, "top_k": 0}, r"top_k=0"),
+        ({"num_experts": 3, "temperature": 0.0}, r"temperature=0.0"),
+        ({"num_experts": 3, "balance_loss_weight": -1.0}, r"balance_loss_weight"),
+        ({"num_experts": None}, r"num_experts=None"),
+        ({"num_experts": 0}, r"num_experts=0"),
+        (
+            {"num_experts": 2, "expert_initializers": ["zeros"] * 3},
+            r"3 expert_initializers with num_experts=2",
+        ),
+    ],
+)
+def test_mmoe_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MMoE(2, [4, 3], "relu", **kwargs)
+
+
+def test_mmoe_mismatched_expert_output_dims():
+    with pytest.raises(ValueError, match=r"expert_output_dims=\[\[4, 3\], \[2\]\]"):
+        MMoE(2, [[4, 3], [2]], "relu")
+
+
+def test_mmoe_per_expert_dims_must_match_num_experts():
+    with pytest.raises(ValueError, match=r"2 expert_output_dims with num_experts=3"):
+        MMoE(2, [[4, 3], [3]], "relu", num_experts=3)
+
+
+def test_mmoe_activation_list_length():
+    with pytest.raises(ValueError, match=r"3 expert_activations with num_experts=2"):
+        MMoE(2, [[4], [4]], ["relu", "tanh", "relu"])
+
+
+def test_mmoe_unknown_activation():
+    with pytest.raises(ValueError, match=r"activation='nope'"):
+        MMoE(2, [4], "nope", num_experts=2)
+
+
+def test_mmoe_wrong_number_of_inputs():
+    layer = MMoE(2, [4], "relu", num_experts=2)
+    with pytest.raises(ValueError, match=r"Received: 3 inputs"):
+        layer([_x((2, 3)), _x((2, 3)), _x((2, 3))])
+
+
+# --- MMoE: structure and gates ----------------------------------------------
+
+
+def test_mmoe_stacked_weights_and_outputs():
+    layer = MMoE(3, [4, 2], "relu", num_experts=5, name="m")
+    outputs = layer(_x((6, 7)))
+    assert layer.stacked
+    assert len(outputs) == 3 and all(tuple(o.shape) == (6, 2) for o in outputs)
+    shapes = {v.path: tuple(v.shape) for v in layer.weights}
+    assert shapes["m/experts/dense_0/kernel"] == (5, 7, 4)
+    assert shapes["m/experts/dense_1/kernel"] == (5, 4, 2)
+    assert shapes["m/gate_weight"] == (7, 15)
+    assert layer.losses == []  # softmax gates add no loss
+
+
+def test_mmoe_stacked_matches_per_expert_mlps():
+    """Stacked experts compute what separate per-expert MLPs compute."""
+    x = _x((4, 5), 1)
+    stacked = MMoE(2, [3, 2], "tanh", num_experts=3, return_gates=True)
+    looped = MMoE(2, [[3, 2]] * 3, ["tanh", "tanh", "tanh"], return_gates=True)
+    # Differently written activations stop the stacking: force the loop path.
+    looped_layer = MMoE(
+        2, [[3, 2], [3, 2], [3, 2]], ["tanh", "Tanh", "tanh"], return_gates=True
+    )
+    assert looped.stacked and not looped_layer.stacked
+    stacked(x)
+    looped_layer(x)
+    _randomize(stacked, 3)
+    sv = {v.path.split("/", 1)[1]: _np(v.value) for v in stacked.weights}
+    for v in looped_layer.weights:
+        rel = v.path.split("/", 1)[1]
+        if rel.startswith("expert_"):
+            e, rest = rel.split("/", 1)
+            v.assign(sv[f"experts/{rest}"][int(e.split("_")[1])])
+        else:
+            v.assign(sv[rel])
+    for a, b in zip(stacked(x), looped_layer(x), strict=True):
+        np.testing.assert_allclose(_np(a), _np(b), rtol=1e-5, atol=1e-6)
+
+
+def _stacked_value(sv, rel, e, num_experts):
+    """Expert e's slice of a stacked weight (BN weights are [E * d])."""
+    value = sv[rel]
+    if "batch_norm" in rel:
+        return value.reshape(num_experts, -1)[e]
+    return value[e]
+
+
+def test_mmoe_stacked_batch_norm_matches_per_expert_mlps():
+    """Per-expert batch norm of stacked experts, moving statistics included."""
+    x = _x((8, 5), 1)
+    kwargs = {"enable_batch_normalization": True, "return_gates": True}
+    stacked = MMoE(2, [3, 2], "relu", num_experts=3, **kwargs)
+    looped = MMoE(2, [[3, 2]] * 3, ["relu", "ReLU", "relu"], **kwargs)
+    assert stacked.stacked and not looped.stacked
+    stacked(x)
+    looped(x)
+    _randomize(stacked, 3)
+    for v in stacked.weights:
+        if "moving_variance" in v.path:
+            v.assign(np.abs(_np(v.value)) + 0.5)
+    sv = {v.path.split("/", 1)[1]: _np(v.value) for v in stacked.weights}
+    for v in looped.weights:
+        rel = v.path.split("/", 1)[1]
+        if rel.startswith("expert_"):
+            e, rest = rel.split("/", 1)
+            v.assign(_stacked_value(sv, f"experts/{rest}", int(e.split("_")[1]), 3))
+        else:
+            v.assign(sv[rel])
+    for training in (False, True):
+        for a, b in zip(
+            stacked(x, training=training), looped(x, training=training), strict=True
+        ):
+            np.testing.assert_allclose(_np(a), _np(b), rtol=1e-5, atol=1e-5)
+    sv = {v.path.split("/", 1)[1]: _np(v.value) for v in stacked.weights}
+    for v in looped.weights:
+        rel = v.path.split("/", 1)[1]
+        if rel.startswith("expert_") and "moving" in rel:
+            e, rest = rel.split("/", 1)
+            want = _stacked_value(sv, f"experts/{rest}", int(e.split("_")[1]), 3)
+            np.testing.assert_allclose(_np(v.value), want, rtol=1e-5, atol=1e-6)
+
+
+def test_seeded_initializer_gives_distinct_experts():
+    init = keras.initializers.GlorotUniform(seed=4)
+    mmoe = MMoE(2, [3], "relu", num_experts=3, expert_initializers=init)
+    cgc = CGC(2, [3], expert_initializers=init)
+    for layer in (mmoe, cgc):
+        layer(_x((2, 4)))
+        kernel = _np(layer.experts.dense_layers[0].kernel.value)
+        assert not np.allclose(kernel[0], kernel[1])
+    seeds = [c["config"]["seed"] for c in mmoe.get_config()["expert_initializers"]]
+    assert seeds == [4, 5, 6]
+
+
+def test_mmoe_topk_keeps_exactly_k_at_zero_init():
+    layer = MMoE(
+        2, [3], "relu", num_experts=4, gate_type="topk", top_k=2, return_gates=True
+    )
+    *_, gates = layer(_x((3, 5)))
+    gates = _np(gates)
+    np.testing.assert_allclose(gates[..., :2], 0.5, rtol=1e-6)
+    np.testing.assert_array_equal(gates[..., 2:], 0.0)
+    # importance per task [1.5, 1.5, 0, 0]: cv2 = 1 per task, summed over 2 tasks.
+    np.testing.assert_allclose(_np(layer.losses[0]), 2.0, rtol=1e-5)
+
+
+def test_mmoe_balance_loss_coefficient():
+    layer = MMoE(
+        2,
+        [3],
+        "relu",
+        num_experts=4,
+        gate_type="topk",
+        top_k=2,
+        balance_loss_weight=0.25,
+    )
+    layer(_x((3, 5)))
+    assert len(layer.losses) == 1
+    np.testing.assert_allclose(_np(layer.losses[0]), 0.5, rtol=1e-5)
+
+
+def test_mmoe_noise_only_in_training_and_properties():
+    k = 2
+    layer = MMoE(
+        3,
+        [4],
+        "relu",
+        num_experts=5,
+        gate_type="noise_topk",
+        top_k=k,
+        return_gates=True,
+        seed=1,
+    )
+    x = _x((64, 6), 2)
+    layer(x)
+    _randomize(layer, 4)
+    inf_a = _np(layer(x, training=False)[-1])
+    inf_b = _np(layer(x, training=False)[-1])
+    np.testing.assert_array_equal(inf_a, inf_b)
+    train_a = _np(layer(x, training=True)[-1])
+    train_b = _np(layer(x, training=True)[-1])
+    for g in (inf_a, train_a, train_b):
+        assert np.all(g >= 0.0)
+        assert np.all(np.count_nonzero(g, axis=-1) <= k)
+        np.testing.assert_allclose(g.sum(axis=-1), 1.0, rtol=1e-5)
+    assert not np.allclose(train_a, inf_a)
+    assert not np.allclose(train_a, train_b)  # the seed generator advances
+
+
+def test_mmoe_noise_reproducible_with_seed():
+    x = _x((16, 4), 5)
+
+    def gates(seed):
+        layer = MMoE(
+            2,
+            [3],
+            "relu",
+            num_experts=4,
+            gate_type="noise_topk",
+            top_k=2,
+            return_gates=True,
+            seed=seed,
+        )
+        layer(x)
+        _randomize(layer, 6)
+        return _np(layer(x, training=True)[-1])
+
+    np.testing.assert_array_equal(gates(11), gates(11))
+    assert not np.allclose(gates(11), gates(12))
+
+
+def test_mmoe_separate_gate_input():
+    layer = MMoE(2, [3], "relu", num_experts=3, return_gates=True, name="m")
+    *outs, gates = layer([_x((4, 5)), _x((4, 2), 1)])
+    assert tuple(gates.shape) == (4, 2, 3)
+    assert {v.path: tuple(v.shape) for v in layer.weights}["m/gate_weight"] == (2, 6)
+
+
+def test_mmoe_mixed_precision_routes_in_float32():
+    layer = MMoE(
+        2,
+        [3],
+        "relu",
+        num_experts=3,
+        gate_type="topk",
+        top_k=2,
+        return_gates=True,
+        dtype="mixed_float16",
+    )
+    outputs = layer(_x((4, 5)))
+    for o in outputs:
+        assert keras.backend.standardize_dtype(o.dtype) == "float16"
+    assert keras.backend.standardize_dtype(layer.losses[0].dtype) == "float32"
+
+
+# --- MMoE: config -----------------------------------------------------------
+
+
+def test_mmoe_config_roundtrip_every_argument():
+    kwargs = {
+        "num_tasks": 3,
+        "expert_output_dims": [[5, 2], [2]],
+        "expert_activations": ["tanh", "sigmoid2"],
+        "expert_initializers": [
+            keras.initializers.HeNormal(seed=1),
+            keras.initializers.RandomUniform(-0.1, 0.1, seed=2),
+        ],
+        "gate_type": "noise_topk",
+        "top_k": 2,
+        "num_experts": 2,
+        "kernel_regularizer": keras.regularizers.L2(0.01),
+        "use_weight_norm": False,
+        "use_learnable_weight_norm": False,
+        "use_bias": False,
+        "bias_regularizer": keras.regularizers.L1(0.02),
+        "enable_batch_normalization": True,
+        "batch_normalization_momentum": 0.9,
+        "batch_normalization_renorm": True,
+        "batch_normalization_renorm_clipping": {"rmax": 2.0, "rmin": 0.5, "dmax": 1.0},
+        "batch_normalization_renorm_momentum": 0.8,
+        "balance_loss_weight": 0.3,
+        "temperature": 0.7,
+        "return_gates": True,
+        "seed": 9,
+    }
+    layer = MMoE(**kwargs)
+    config = layer.get_config()
+    for key in kwargs:
+        assert key in config, key
+    assert config["expert_activations"] == ["tanh", "sigmoid2"]
+    assert config["expert_initializers"][0]["class_name"] == "HeNormal"
+    clone = MMoE.from_config(config)
+    dumped = json.dumps(config, sort_keys=True, default=str)
+    assert json.dumps(clone.get_config(), sort_keys=True, default=str) == dumped
+    # The activations still act after the round-trip.
+    x = _x((8, 4))
+    y = layer(x)
+    clone(x)
+    clone.set_weights(layer.get_weights())
+    for a, b in zip(y, clone(x), strict=True):
+        np.testing.assert_allclose(_np(a), _np(b), rtol=1e-6)
+
+
+def test_mmoe_saves_and_loads(tmp_path):
+    inp = keras.Input((5,))
+    layer = MMoE(2, [4, 3], "relu", num_experts=3, gate_type="topk", top_k=2)
+    model = keras.Model(inp, layer(inp))
+    _randomize(layer, 1)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = _x((4, 5))
+    for a, b in zip(model(x), loaded(x), strict=True):
+        np.testing.assert_allclose(_np(a), _np(b), rtol=1e-6)
+
+
+# --- MMoE: training ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("gate_type", ["softmax", "noise_topk"])
+def test_mmoe_fit(gate_type):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,))
+    mmoe = MMoE(2, [8, 4], "relu", num_experts=3, gate_type=gate_type, top_k=2, seed=3)
+    y0, y1 = mmoe(inp)
+    out0 = keras.layers.Dense(1, name="t0")(y0)
+    out1 = keras.layers.Dense(1, name="t1")(y1)
+    model = keras.Model(inp, [out0, out1])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=["mse", "mse"])
+    x = _x((64, 6))
+    t = [x[:, :1] * 2.0, x[:, 1:2] - x[:, 2:3]]
+    before = _np(mmoe.gate_weight.value).copy()
+    history = model.fit(x, t, epochs=3, batch_size=16, verbose=0)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+    assert not np.allclose(_np(mmoe.gate_weight.value), before)
+
+
+# --- SNR --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"snr_type": "sum"}, r"snr_type='sum'"),
+        ({"zeta": 1.0}, r"zeta=1.0"),
+        ({"gamma": 0.1}, r"gamma=0.1"),
+        ({"beta": 0.0}, r"beta=0.0"),
+        ({"l0_weight": -0.5}, r"l0_weight=-0.5"),
+    ],
+)
+def test_snr_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        SNR(2, 3, **kwargs)
+
+
+def test_snr_bad_inputs():
+    with pytest.raises(ValueError, match=r"input last dims=\[3, 4\]"):
+        SNR(2, 3)([_x((2, 3)), _x((2, 4))])
+    with pytest.raises(ValueError, match=r"out_subnet_dim=2 with input dim 3"):
+        SNR(2, 2, snr_type="aver")([_x((2, 3)), _x((2, 3))])
+    with pytest.raises(ValueError, match=r"list of input tensors"):
+        SNR(2, 3)(_x((2, 3)))
+    layer = SNR(2, 3)
+    layer([_x((2, 3)), _x((2, 3))])
+    with pytest.raises(ValueError, match=r"Received: 3 inputs"):
+        layer([_x((2, 3)), _x((2, 3)), _x((2, 3))])
+
+
+def test_snr_weights_and_l0_loss():
+    layer = SNR(2, 4, name="s")
+    outputs = layer([_x((5, 3)), _x((5, 3), 1), _x((5, 3), 2)])
+    assert [tuple(o.shape) for o in outputs] == [(5, 4), (5, 4)]
+    shapes = {v.path: tuple(v.shape) for v in layer.weights}
+    assert shapes == {"s/log_alpha": (6, 1), "s/weight": (6, 12)}
+    # log_alpha = 0: each route contributes sigmoid(-beta * log(-gamma / zeta)).
+    expected = 6.0 / (1.0 + np.exp(0.5 * np.log(0.1 / 1.1)))
+    assert len(layer.losses) == 1
+    np.testing.assert_allclose(_np(layer.losses[0]), expected, rtol=1e-5)
+
+
+def test_snr_sampling_only_in_training():
+    layer = SNR(3, 2, snr_type="aver", seed=5)
+    xs = [_x((4, 2), i) for i in range(3)]
+    layer(xs)
+    layer.log_alpha.assign(_x((9, 1), 7))
+    inf_a = _np(layer.gates(training=False))
+    inf_b = _np(layer.gates(training=False))
+    np.testing.assert_array_equal(inf_a, inf_b)
+    expected = np.clip(1.0 / (1.0 + np.exp(-_x((9, 1), 7))) * 1.2 - 0.1, 0, 1)
+    np.testing.assert_allclose(inf_a, expected, rtol=1e-5, atol=1e-7)
+    samples = np.stack([_np(layer.gates(training=True)) for _ in range(200)])
+    assert np.all((samples >= 0.0) & (samples <= 1.0))
+    assert np.any(samples == 0.0) and np.any(samples == 1.0)  # hard gates
+    assert not np.allclose(samples[0], samples[1])
+    y_inf = [_np(o) for o in layer(xs, training=False)]
+    y_inf2 = [_np(o) for o in layer(xs, training=False)]
+    for a, b in zip(y_inf, y_inf2, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_snr_sampling_reproducible_with_seed():
+    def gates(seed):
+        layer = SNR(2, 2, snr_type="aver", seed=seed)
+        layer([_x((2, 2)), _x((2, 2), 1)])
+        return np.stack([_np(layer.gates(training=True)) for _ in range(3)])
+
+    np.testing.assert_array_equal(gates(4), gates(4))
+    assert not np.allclose(gates(4), gates(5))
+
+
+def _gate_grad(use_ste, value):
+    """d sum(z) / d log_alpha at a given log_alpha, deterministic gates."""
+    log_alpha = ops.convert_to_tensor(np.full((3, 1), value, dtype="float32"))
+
+    def f(la):
+        return ops.sum(
+            gating.hard_concrete(la, training=False, straight_through=use_ste)
+        )
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return np.asarray(jax.grad(f)(log_alpha))
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(log_alpha)
+            y = f(log_alpha)
+        return tape.gradient(y, log_alpha).numpy()
+
+    la = log_alpha.detach().clone().requires_grad_(True)
+    f(la).backward()
+    return la.grad.numpy()
+
+
+def test_snr_straight_through_gradient():
+    # log_alpha = 5: s_bar = sigmoid(5) * 1.2 - 0.1 > 1, so the clip is active.
+    s = 1.0 / (1.0 + np.exp(-5.0))
+    ds = s * (1.0 - s) * 1.2
+    np.testing.assert_allclose(_gate_grad(True, 5.0), ds, rtol=1e-4)
+    np.testing.assert_allclose(_gate_grad(False, 5.0), 0.0)
+    # Inside the interval both agree.
+    np.testing.assert_allclose(_gate_grad(True, 0.3), _gate_grad(False, 0.3))
+
+
+def test_snr_config_roundtrip_every_argument():
+    kwargs = {
+        "num_out_subnet": 3,
+        "out_subnet_dim": 2,
+        "snr_type": "trans",
+        "zeta": 1.3,
+        "gamma": -0.3,
+        "beta": 0.7,
+        "use_ste": True,
+        "initializer": keras.initializers.HeNormal(seed=2),
+        "regularizer": keras.regularizers.L2(0.01),
+        "l0_weight": 0.05,
+        "seed": 8,
+    }
+    layer = SNR(**kwargs)
+    config = layer.get_config()
+    for key in kwargs:
+        assert key in config, key
+    clone = SNR.from_config(config)
+    dumped = json.dumps(config, sort_keys=True, default=str)
+    assert json.dumps(clone.get_config(), sort_keys=True, default=str) == dumped
+
+
+def test_snr_fit():
+    keras.utils.set_random_seed(0)
+    inputs = [keras.Input((4,)) for _ in range(2)]
+    snr = SNR(2, 3, seed=1)
+    y0, y1 = snr(inputs)
+    out0 = keras.layers.Dense(1, name="t0")(y0)
+    out1 = keras.layers.Dense(1, name="t1")(y1)
+    model = keras.Model(inputs, [out0, out1])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=["mse", "mse"])
+    xs = [_x((64, 4)), _x((64, 4), 1)]
+    t = [xs[0][:, :1], xs[1][:, 1:2]]
+    before = _np(snr.log_alpha.value).copy()
+    history = model.fit(xs, t, epochs=3, batch_size=16, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert not np.allclose(_np(snr.log_alpha.value), before)
+
+
+# --- CGC / PLE --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (
+            {"num_task_experts": [1, 2, 3]},
+            r"num_task_experts=\[1, 2, 3\] with num_tasks=2",
+        ),
+        ({"num_task_experts": 0}, r"num_task_experts=0"),
+        ({"num_shared_experts": 0}, r"num_shared_experts=0"),
+        ({"expert_activations": ["relu"]}, r"1 expert_activations for"),
+        ({"temperature": -1.0}, r"temperature=-1.0"),
+        ({"expert_activations": "nope"}, r"activation='nope'"),
+    ],
+)
+def test_cgc_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CGC(2, [4, 3], **kwargs)
+
+
+def test_cgc_bad_inputs():
+    layer = CGC(2, [3])
+    with pytest.raises(ValueError, match=r"Received: 2 inputs with num_tasks=2"):
+        layer([_x((2, 3)), _x((2, 3))])
+    with pytest.raises(ValueError, match=r"input last dims=\[3, 3, 4\]"):
+        CGC(2, [3])([_x((2, 3)), _x((2, 3)), _x((2, 4))])
+
+
+def test_ple_bad_arguments():
+    with pytest.raises(ValueError, match=r"num_levels=0"):
+        PLE(2, [3], num_levels=0)
+    with pytest.raises(ValueError, match=r"3 expert_output_dims with num_levels=2"):
+        PLE(2, [[3], [3], [3]], num_levels=2)
+
+
+def test_cgc_gates_and_outputs():
+    layer = CGC(
+        3,
+        [4, 2],
+        num_task_experts=[1, 2, 1],
+        num_shared_experts=2,
+        shared_output=True,
+        return_gates=True,
+        name="c",
+    )
+    layer(_x((5, 3)))
+    _randomize(layer, 2)
+    *outputs, gates = layer(_x((5, 3)))
+    assert [tuple(o.shape) for o in outputs] == [(5, 2)] * 4
+    gates = _np(gates)
+    assert gates.shape == (5, 4, 6)
+    np.testing.assert_allclose(gates.sum(-1), 1.0, rtol=1e-5)
+    # Task 1 sees its experts 1, 2 and the shared experts 4, 5 only.
+    np.testing.assert_array_equal(gates[:, 1, [0, 3]], 0.0)
+    assert np.all(gates[:, 1, [1, 2, 4, 5]] > 0)
+    assert np.all(gates[:, 3] > 0)  # the shared gate sees every expert
+    shapes = {v.path: tuple(v.shape) for v in layer.weights}
+    assert shapes["c/experts/dense_0/kernel"] == (6, 3, 4)
+    assert shapes["c/task_gate_1"] == (3, 4)
+    assert shapes["c/shared_gate"] == (3, 6)
+
+
+def test_ple_mixed_precision():
+    layer = PLE(2, [4, 3], dtype="mixed_bfloat16")
+    outputs = layer(_x((4, 5)))
+    for o in outputs:
+        assert keras.backend.standardize_dtype(o.dtype) == "bfloat16"
+    for v in layer.weights:
+        assert v.dtype == "float32"
+
+
+@pytest.mark.parametrize("cls", [CGC, PLE])
+def test_cgc_ple_config_roundtrip_every_argument(cls):
+    kwargs = {
+        "num_tasks": 2,
+        "expert_output_dims": [5, 3],
+        "num_task_experts": [2, 1],
+        "num_shared_experts": 3,
+        "expert_activations": ["sigmoid2", "tanh"],
+        "expert_initializers": keras.initializers.HeNormal(),
+        "kernel_regularizer": keras.regularizers.L2(0.01),
+        "use_weight_norm": False,
+        "use_learnable_weight_norm": False,
+        "use_bias": False,
+        "bias_regularizer": keras.regularizers.L1(0.02),
+        "temperature": 0.7,
+    }
+    if cls is CGC:
+        kwargs.update(shared_output=True, return_gates=True)
+    else:
+        kwargs.update(num_levels=3)
+    layer = cls(**kwargs)
+    config = layer.get_config()
+    for key in kwargs:
+        assert key in config, key
+    clone = cls.from_config(config)
+    dumped = json.dumps(config, sort_keys=True, default=str)
+    assert json.dumps(clone.get_config(), sort_keys=True, default=str) == dumped
+    x = _x((4, 3))
+    y = layer(x)
+    clone(x)
+    clone.set_weights(layer.get_weights())
+    for a, b in zip(y, clone(x), strict=True):
+        np.testing.assert_allclose(_np(a), _np(b), rtol=1e-6)
+
+
+def test_ple_fit():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,))
+    ple = PLE(2, [8, 4], num_levels=2, num_task_experts=2)
+    y0, y1 = ple(inp)
+    out0 = keras.layers.Dense(1, name="t0")(y0)
+    out1 = keras.layers.Dense(1, name="t1")(y1)
+    model = keras.Model(inp, [out0, out1])
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss=["mse", "mse"])
+    x = _x((64, 6))
+    t = [x[:, :1] * 2.0, x[:, 1:2] - x[:, 2:3]]
+    before = [_np(v.value).copy() for v in ple.trainable_weights]
+    history = model.fit(x, t, epochs=3, batch_size=16, verbose=0)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses))
+    assert losses[-1] < losses[0]
+    after = [_np(v.value) for v in ple.trainable_weights]
+    assert all(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_stacked_dense_matches_dense_per_slice_and_roundtrips():
+    from keras_mtl.layers.stacked_mlp import StackedDense
+
+    layer = StackedDense(3, 2, ["glorot_uniform"] * 3, allow_kernel_norm=True)
+    x = _x((4, 5))
+    y = _np(layer(x))
+    kernel = _np(layer.kernel.value)
+    norms = _np(layer.kernel_norm.value)
+    np.testing.assert_allclose(norms, np.linalg.norm(kernel, axis=1), rtol=1e-5)
+    for e in range(3):
+        np.testing.assert_allclose(y[:, e], x @ kernel[e], rtol=1e-4, atol=1e-5)
+    config = layer.get_config()
+    clone = StackedDense.from_config(config)
+    assert json.dumps(clone.get_config(), sort_keys=True) == json.dumps(
+        config, sort_keys=True
+    )
