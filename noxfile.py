@@ -161,5 +161,6 @@ def lint(session: nox.Session) -> None:
 def bench(session: nox.Session, backend: str) -> None:
     """Benchmarks, reported as ratios against baselines measured in the same run."""
     _install(session, backend)
+    session.install(*nox.project.dependency_groups(PYPROJECT, "bench"))
     os.makedirs(REPORTS, exist_ok=True)
     session.run("python", "-m", "bench", *session.posargs, env=_env(backend))
