@@ -9,6 +9,7 @@ from keras_mtl.layers.cdot import CDot
 from keras_mtl.layers.cin import CIN
 from keras_mtl.layers.dcn import DCN
 from keras_mtl.layers.dense import Dense
+from keras_mtl.layers.grad_norm import GradNorm
 from keras_mtl.layers.group_int import FFM
 from keras_mtl.layers.group_int import GroupInt
 from keras_mtl.layers.layer_norm import LayerNorm
@@ -41,6 +42,7 @@ __all__ = [
     "AutoInt",
     "AvgPooling",
     "Dense",
+    "GradNorm",
     "GroupInt",
     "LayerNorm",
     "LogitCorrection",
