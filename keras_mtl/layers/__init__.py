@@ -24,6 +24,7 @@ from keras_mtl.layers.pooling import MaxPooling
 from keras_mtl.layers.pooling import SumPooling
 from keras_mtl.layers.senet import SeNet
 from keras_mtl.layers.snr import SNR
+from keras_mtl.layers.uncertainty_weighting import UncertaintyWeighting
 
 __all__ = [
     "CAN",
@@ -50,4 +51,5 @@ __all__ = [
     "MergeTensorList",
     "SeNet",
     "SumPooling",
+    "UncertaintyWeighting",
 ]
