@@ -211,7 +211,7 @@ class StackedMLP(keras.layers.Layer):
         self.shared_input = bool(shared_input)
         self.output_dims = list(output_dims)
         n = len(self.output_dims)
-        self.activations = _resolve_activations(activations, n)
+        self.activations = _resolve_activations(activations, n, self.dtype_policy)
         bn_kwargs = {
             "momentum": batch_normalization_momentum,
             "renorm": batch_normalization_renorm,
