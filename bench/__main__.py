@@ -8,8 +8,9 @@ import pathlib
 import keras
 
 from bench import core_layers
+from bench import mmoe
 
-SUITES = {"core": core_layers.run}
+SUITES = {"core": core_layers.run, "mmoe": mmoe.run}
 
 
 def main() -> None:
