@@ -9,8 +9,9 @@ import keras
 
 from bench import core_layers
 from bench import dcn
+from bench import mmoe
 
-SUITES = {"core": core_layers.run, "dcn": dcn.run}
+SUITES = {"core": core_layers.run, "dcn": dcn.run, "mmoe": mmoe.run}
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from keras_mtl.layers.cdot import CDot
 from keras_mtl.layers.cin import CIN
 from keras_mtl.layers.dcn import DCN
 from keras_mtl.layers.dense import Dense
+from keras_mtl.layers.grad_norm import GradNorm
 from keras_mtl.layers.group_int import FFM
 from keras_mtl.layers.group_int import GroupInt
 from keras_mtl.layers.layer_norm import LayerNorm
@@ -23,6 +24,7 @@ from keras_mtl.layers.pooling import MaxPooling
 from keras_mtl.layers.pooling import SumPooling
 from keras_mtl.layers.senet import SeNet
 from keras_mtl.layers.snr import SNR
+from keras_mtl.layers.uncertainty_weighting import UncertaintyWeighting
 
 __all__ = [
     "CAN",
@@ -41,6 +43,7 @@ __all__ = [
     "AutoInt",
     "AvgPooling",
     "Dense",
+    "GradNorm",
     "GroupInt",
     "LayerNorm",
     "LogitCorrection",
@@ -48,4 +51,5 @@ __all__ = [
     "MergeTensorList",
     "SeNet",
     "SumPooling",
+    "UncertaintyWeighting",
 ]

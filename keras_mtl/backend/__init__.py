@@ -1,0 +1,1 @@
+"""Backend-specific helpers for what `keras.ops` cannot express (autodiff)."""

@@ -1,0 +1,112 @@
+"""`GradNormModel`: a shared bottom, task heads and GradNorm in `model.fit`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_mtl import validation
+from keras_mtl.backend.grad_norm import task_losses_and_grad_norms
+from keras_mtl.layers.grad_norm import GradNorm
+
+
+class GradNormModel(keras.Model):
+    """Multi-task model trained with `GradNorm` inside `model.fit`.
+
+    `call(x)` returns `[head_i(shared(x)) for each task]`. The training loss
+    (`compute_loss`) is
+
+    `gnorm_loss + weighted_loss + regularization losses`
+
+    from `GradNorm([losses, norms])`, with `L_i = mean(loss_i(y_i, head_i(h)))`
+    and `norms` the gradient norms `||dL_i / dh||` w.r.t. the shared
+    activations `h = shared(x)`, from the backend adapter
+    (`keras_mtl.backend.grad_norm`). The per-task losses are written as a
+    function of `h`, which is what a nested `jax.vjp` needs inside the JAX
+    train step; TF uses a `GradientTape`, torch `torch.autograd.grad`.
+
+    Compile with an optimizer only: a compiled `loss` is ignored.
+    `compute_loss` runs the shared bottom and the heads once more, so `h` is
+    recomputed: avoid dropout in the shared bottom (it would be
+    sampled twice) and stateful layers (e.g. batch norm) in the heads.
+    Sample weights are ignored.
+
+    Args:
+        shared: a layer or model mapping the inputs to the shared activations.
+        heads: a list of `n` layers or models, one per task, applied to `h`.
+        task_losses: a list of `n` Keras losses (names or callables
+            `(y_true, y_pred) -> per-example loss`).
+        grad_norm: a `GradNorm` layer with `n` names. Defaults to
+            `GradNorm(["task_0", ...])`.
+        **kwargs: Args to pass to `keras.Model`.
+    """
+
+    def __init__(
+        self,
+        shared: keras.layers.Layer,
+        heads: list[keras.layers.Layer],
+        task_losses: list[Any],
+        grad_norm: GradNorm | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        heads = validation.as_list(heads)
+        task_losses = validation.as_list(task_losses)
+        if len(heads) != len(task_losses):
+            raise ValueError(
+                "`heads` and `task_losses` must have the same length. "
+                f"Received: {len(heads)} heads and {len(task_losses)} losses"
+            )
+        self.shared = shared
+        self.heads = heads
+        self.task_losses = [keras.losses.get(loss) for loss in task_losses]
+        if grad_norm is None:
+            grad_norm = GradNorm([f"task_{i}" for i in range(len(heads))])
+        if grad_norm.num_tasks != len(heads):
+            raise ValueError(
+                "`grad_norm` must have one loss name per head. "
+                f"Received: {grad_norm.num_tasks} names and {len(heads)} heads"
+            )
+        self.grad_norm = grad_norm
+
+    def build(self, input_shape: Any) -> None:
+        self.grad_norm.build(None)
+        super().build(input_shape)
+
+    def call(self, inputs: Any, training: bool | None = None) -> list[Any]:
+        h = self.shared(inputs, training=training)
+        return [head(h, training=training) for head in self.heads]
+
+    def task_losses_and_grad_norms(
+        self, x: Any, y: Any, training: bool | None = None
+    ) -> tuple[list[Any], Any]:
+        """The per-task mean losses `L_i` and gradient norms `||dL_i/dh||`."""
+        ys = validation.as_list(y)
+        h = self.shared(x, training=training)
+
+        def loss_fn(shared: list[Any]) -> list[Any]:
+            return [
+                ops.mean(loss(y_i, head(shared[0], training=training)))
+                for loss, head, y_i in zip(
+                    self.task_losses, self.heads, ys, strict=True
+                )
+            ]
+
+        return task_losses_and_grad_norms(loss_fn, [h])
+
+    def compute_loss(
+        self,
+        x: Any = None,
+        y: Any = None,
+        y_pred: Any = None,
+        sample_weight: Any = None,
+        training: bool = True,
+    ) -> Any:
+        losses, norms = self.task_losses_and_grad_norms(x, y, training=training)
+        gnorm_loss, weighted_loss = self.grad_norm([losses, norms])
+        total = gnorm_loss + weighted_loss
+        for loss in self.losses:  # Regularization and add_loss terms.
+            total = total + ops.cast(ops.sum(loss), total.dtype)
+        return total
