@@ -2,6 +2,7 @@
 
 from keras_mtl.layers.activation import Activation
 from keras_mtl.layers.add_bias import AddBias
+from keras_mtl.layers.agru import AGRUCell
 from keras_mtl.layers.allint import AllInt
 from keras_mtl.layers.autoint import AutoInt
 from keras_mtl.layers.can import CAN
@@ -9,6 +10,7 @@ from keras_mtl.layers.cdot import CDot
 from keras_mtl.layers.cin import CIN
 from keras_mtl.layers.dcn import DCN
 from keras_mtl.layers.dense import Dense
+from keras_mtl.layers.feature_seq import DIN
 from keras_mtl.layers.group_int import FFM
 from keras_mtl.layers.group_int import GroupInt
 from keras_mtl.layers.layer_norm import LayerNorm
@@ -25,11 +27,13 @@ from keras_mtl.layers.senet import SeNet
 from keras_mtl.layers.snr import SNR
 
 __all__ = [
+    "AGRUCell",
     "CAN",
     "CDot",
     "CGC",
     "CIN",
     "DCN",
+    "DIN",
     "FFM",
     "MLP",
     "MMoE",

@@ -1,0 +1,201 @@
+"""Behaviour-sequence layers: DIN (target attention over padded sequences)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_mtl import activations
+from keras_mtl import validation
+from keras_mtl.layers.mlp import MLP
+
+InitializerLike = str | keras.initializers.Initializer | None
+
+
+def sequence_mask(mask: Any, keys: Any, name: str = "mask") -> Any | None:
+    """Checks a `[B, T]` sequence mask against `keys` `[B, T, ...]`; bool or None.
+
+    Keras passes a list of masks for list inputs; the last entry (the keys')
+    is used then. Numeric masks keep the positions with `mask >= 1`.
+    """
+    if isinstance(mask, (list, tuple)):
+        mask = mask[-1]
+    if mask is None:
+        return None
+    shape = tuple(mask.shape)
+    expected = tuple(keys.shape[:2])
+    if len(shape) != 2 or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(shape, expected, strict=True)
+    ):
+        raise ValueError(
+            f"`{name}` must have shape (batch, steps) = {expected} matching "
+            f"the keys. Received: {name}.shape={shape}"
+        )
+    if keras.backend.standardize_dtype(mask.dtype) == "bool":
+        return mask
+    return ops.greater_equal(ops.cast(mask, "float32"), 1.0)
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class DIN(keras.layers.Layer):
+    """Deep Interest Network target attention over a behaviour sequence.
+
+    For queries `q` `[B, H]` and keys `k` `[B, T, H]`:
+
+    `z_t = [q, k_t, q - k_t, q * k_t]`, `w_t = MLP(z_t)` (raw scores, no
+    softmax, as in the DIN paper); with `decay=True`, `w_t <- w_t / sqrt(H)`
+    (a scaling by the key width, not a time decay). Padded positions
+    (`mask` false, or `< 1` for numeric masks) get `w_t = 0`, so a fully
+    padded row gives zeros.
+
+    - `mode="sum"`: output `sum_t w_t * k_t`, `[B, H]`;
+    - any other mode: per-step weighting `w_t * k_t`, `[B, T, H]` (the keys'
+      mask is propagated).
+
+    The attention MLP (`compress_tower`) is a weight-normalized
+    `keras_mtl.layers.MLP` with `output_dims=hidden_units`; `activation`
+    applies to the hidden layers (the last is linear) and `None` means
+    linear, so **with the defaults the attention MLP is purely linear**.
+
+    Args:
+        hidden_units: list of int; the last must be 1.
+        activation: hidden activation of the attention MLP; `None` is linear.
+            Defaults to `None`.
+        initializer: kernel initializer; `None` means `GlorotNormal`.
+            Defaults to `None`.
+        regularizer: kernel regularizer. Defaults to `None`.
+        mode: `"sum"` pools over steps; anything else weights each step.
+            Defaults to `"sum"`.
+        decay: bool. Divide the scores by `sqrt(H)`. Defaults to `False`.
+        **kwargs: Args to pass to the base class.
+
+    Call arguments: `inputs = [queries, keys]`; `mask` `[B, T]` (bool or
+    numeric) for the keys, optional.
+
+    Input shape: `[(batch, H), (batch, T, H)]`.
+    Output shape: `(batch, H)` for `mode="sum"`, else `(batch, T, H)`.
+
+    Weights: `compress_tower/dense_{i}/{kernel, kernel_norm, bias}`.
+
+    Example:
+
+    ```python
+    din = keras_mtl.layers.DIN([8, 1], activation="relu")
+    y = din([queries, keys], mask=mask)  # (B, H)
+    ```
+
+    References:
+        - [Zhou et al., 2018, Deep Interest Network](
+          https://arxiv.org/abs/1706.06978)
+    """
+
+    def __init__(
+        self,
+        hidden_units: list[int],
+        activation: activations.ActivationLike = None,
+        initializer: InitializerLike = None,
+        regularizer: str | keras.regularizers.Regularizer | None = None,
+        mode: str = "sum",
+        decay: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.hidden_units = validation.positive_int_list("hidden_units", hidden_units)
+        if self.hidden_units[-1] != 1:
+            raise ValueError(
+                "The last entry of `hidden_units` must be 1 (one score per "
+                f"step). Received: hidden_units={hidden_units!r}"
+            )
+        if not isinstance(mode, str):
+            raise ValueError(f"`mode` must be a string. Received: mode={mode!r}")
+        self.activation = activations.get(
+            "linear" if activation is None else activation
+        )
+        self.initializer = keras.initializers.get(
+            "glorot_normal" if initializer is None else initializer
+        )
+        self.regularizer = keras.regularizers.get(regularizer)
+        self.mode = mode
+        self.decay = bool(decay)
+        self.supports_masking = True
+        self.compress_tower = MLP(
+            self.hidden_units,
+            activations=activations.clone(self.activation),
+            initializers=self.initializer,
+            kernel_regularizer=self.regularizer,
+            use_weight_norm=True,
+            name="compress_tower",
+            dtype=self.dtype_policy,
+        )
+
+    def _split(self, inputs: Any) -> tuple[Any, Any]:
+        inputs = validation.as_list(inputs)
+        if len(inputs) != 2:
+            raise ValueError(
+                "DIN expects inputs [queries (batch, H), keys (batch, T, H)]. "
+                f"Received: {len(inputs)} inputs"
+            )
+        return inputs[0], inputs[1]
+
+    def _check_shapes(self, q_shape: Any, k_shape: Any) -> None:
+        if len(q_shape) != 2 or len(k_shape) != 3:
+            raise ValueError(
+                "DIN expects queries of rank 2 and keys of rank 3. Received: "
+                f"queries.shape={tuple(q_shape)}, keys.shape={tuple(k_shape)}"
+            )
+        if q_shape[-1] is None or q_shape[-1] != k_shape[-1]:
+            raise ValueError(
+                "The query dimension must equal the key dimension H. Received: "
+                f"queries.shape={tuple(q_shape)}, keys.shape={tuple(k_shape)}"
+            )
+
+    def build(self, input_shape: Any) -> None:
+        q_shape, k_shape = input_shape
+        self._check_shapes(q_shape, k_shape)
+        self.compress_tower.build((*k_shape[:2], 4 * k_shape[-1]))
+
+    def call(self, inputs: Any, mask: Any | None = None) -> Any:
+        queries, keys = self._split(inputs)
+        self._check_shapes(queries.shape, keys.shape)
+        mask = sequence_mask(mask, keys)
+        q = ops.broadcast_to(ops.expand_dims(queries, 1), ops.shape(keys))
+        z = ops.concatenate([q, keys, q - keys, q * keys], axis=-1)
+        w = self.compress_tower(z)  # [B, T, 1]
+        if self.decay:
+            w = w / math.sqrt(keys.shape[-1])
+        if mask is not None:
+            w = ops.where(ops.expand_dims(mask, -1), w, ops.zeros_like(w))
+        if self.mode == "sum":
+            return ops.sum(w * keys, axis=1)
+        return keys * w
+
+    def compute_mask(self, inputs: Any, mask: Any | None = None) -> Any | None:
+        if self.mode == "sum" or mask is None:
+            return None
+        if isinstance(mask, (list, tuple)):
+            return mask[-1]
+        return mask
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        _, k_shape = input_shape
+        if self.mode == "sum":
+            return (k_shape[0], k_shape[-1])
+        return tuple(k_shape)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_units": self.hidden_units,
+                "activation": activations.serialize(self.activation),
+                "initializer": keras.initializers.serialize(self.initializer),
+                "regularizer": keras.regularizers.serialize(self.regularizer),
+                "mode": self.mode,
+                "decay": self.decay,
+            }
+        )
+        return config

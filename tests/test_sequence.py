@@ -1,0 +1,187 @@
+"""Behaviour-sequence layers: masks, errors, config round-trips, training."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_mtl import layers
+from keras_mtl.layers.agru import dynamic_rnn_with_attention
+from keras_mtl.layers.agru import static_rnn_with_attention
+
+RNG = np.random.default_rng(0)
+MASK = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=bool)
+
+
+def _np(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def _normal(*shape):
+    return RNG.normal(size=shape).astype("float32")
+
+
+def _poison(x, mask):
+    """`x` with every padded step replaced by large random values."""
+    big = RNG.uniform(-1e3, 1e3, size=x.shape).astype("float32")
+    m = mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))
+    return np.where(m, x, big)
+
+
+def _round_trip(layer):
+    config = layer.get_config()
+    clone = layer.__class__.from_config(config)
+    assert clone.get_config() == config
+    return clone
+
+
+# --- AGRUCell and the attention RNN helpers ----------------------------------
+
+
+@pytest.mark.parametrize("att_type", ["AGRU", "augru"])
+def test_static_and_dynamic_rnn_agree(att_type):
+    cell = layers.AGRUCell(5, att_type=att_type)
+    x, att = _normal(3, 4, 2), RNG.uniform(size=(3, 4)).astype("float32")
+    o1, f1 = static_rnn_with_attention(cell, x, att, mask=MASK)
+    o2, f2 = dynamic_rnn_with_attention(cell, x, att, mask=MASK)
+    np.testing.assert_allclose(_np(o1), _np(o2), atol=1e-6)
+    np.testing.assert_allclose(_np(f1), _np(f2), atol=1e-6)
+    # Without attention and mask too.
+    o1, f1 = static_rnn_with_attention(cell, x, None)
+    o2, f2 = dynamic_rnn_with_attention(cell, x, None)
+    np.testing.assert_allclose(_np(f1), _np(f2), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "helper", [static_rnn_with_attention, dynamic_rnn_with_attention]
+)
+def test_masked_steps_keep_the_state(helper):
+    cell = layers.AGRUCell(4, att_type="AUGRU")
+    x, att = _normal(3, 4, 2), RNG.uniform(size=(3, 4)).astype("float32")
+    outputs, final = helper(cell, x, att, mask=MASK)
+    outputs2, final2 = helper(cell, _poison(x, MASK), _poison(att, MASK), mask=MASK)
+    np.testing.assert_array_equal(_np(final), _np(final2))
+    np.testing.assert_array_equal(_np(outputs), _np(outputs2))
+    np.testing.assert_array_equal(_np(final)[2], np.zeros(4))
+    # Row 1 stops after step 1: its final state is the state after step 1.
+    np.testing.assert_array_equal(_np(final)[1], _np(outputs)[1, 1])
+
+
+def test_augru_zero_attention_keeps_state_and_agru_full_attention_is_candidate():
+    x, h = _normal(2, 3), _normal(2, 4)
+    augru = layers.AGRUCell(4, att_type="AUGRU")
+    augru.build((2, 3))
+    np.testing.assert_allclose(_np(augru.step(x, h, np.zeros((2, 1), "float32"))), h)
+    agru = layers.AGRUCell(4, att_type="AGRU")
+    agru.build((2, 3))
+    one = np.ones((2, 1), "float32")
+    # a = 1: AGRU takes the candidate, AUGRU a plain GRU step (no attention).
+    np.testing.assert_allclose(
+        _np(augru.step(x, h, one)), _np(augru.step(x, h, None)), atol=1e-6
+    )
+    zero = _np(agru.step(x, h, np.zeros((2, 1), "float32")))
+    np.testing.assert_allclose(zero, h)
+
+
+def test_agru_cell_in_keras_rnn():
+    cell = layers.AGRUCell(3, attention_in_inputs=True)
+    x, att = _normal(2, 4, 2), RNG.uniform(size=(2, 4, 1)).astype("float32")
+    y = keras.layers.RNN(cell)(np.concatenate([x, att], axis=-1))
+    _, expected = static_rnn_with_attention(cell, x, att)
+    np.testing.assert_allclose(_np(y), _np(expected), atol=1e-6)
+
+
+def test_agru_errors_and_config():
+    with pytest.raises(ValueError, match="att_type"):
+        layers.AGRUCell(3, att_type="LSTM")
+    with pytest.raises(ValueError, match="units"):
+        layers.AGRUCell(0)
+    cell = layers.AGRUCell(3)
+    x = _normal(2, 4, 2)
+    with pytest.raises(ValueError, match="att_scores"):
+        static_rnn_with_attention(cell, x, np.ones((2, 3), "float32"))
+    with pytest.raises(ValueError, match="mask"):
+        dynamic_rnn_with_attention(cell, x, None, mask=np.ones((2, 5), bool))
+    with pytest.raises(ValueError, match="cell"):
+        static_rnn_with_attention(keras.layers.GRUCell(3), x, None)
+    clone = _round_trip(
+        layers.AGRUCell(
+            3,
+            att_type="augru",
+            activation="sigmoid2",
+            initializer=keras.initializers.RandomNormal(seed=3),
+            regularizer="l2",
+            attention_in_inputs=True,
+            name="cell",
+        )
+    )
+    assert clone.att_type == "AUGRU" and clone.attention_in_inputs
+    assert clone.name == "cell"
+
+
+# --- DIN ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["sum", "weight"])
+def test_din_padding_is_ignored(mode):
+    din = layers.DIN([4, 1], activation="relu", mode=mode, decay=True)
+    q, k = _normal(3, 2), _normal(3, 4, 2)
+    y = _np(din([q, k], mask=MASK))
+    y2 = _np(din([q, _poison(k, MASK)], mask=MASK))
+    if mode == "sum":
+        np.testing.assert_array_equal(y, y2)
+        np.testing.assert_array_equal(y[2], np.zeros(2))
+    else:
+        np.testing.assert_array_equal(y * MASK[..., None], y2 * MASK[..., None])
+        np.testing.assert_array_equal(y[~MASK], np.zeros_like(y[~MASK]))
+    numeric = _np(din([q, k], mask=MASK.astype("float32")))
+    np.testing.assert_array_equal(y, numeric)
+
+
+def test_din_fully_masked_gradients_are_finite():
+    din = layers.DIN([3, 1], activation="relu")
+    q, k = _normal(2, 2), _normal(2, 3, 2)
+    mask = np.zeros((2, 3), bool)
+    model_in = [keras.Input((2,)), keras.Input((3, 2))]
+    model = keras.Model(model_in, din(model_in, mask=mask))
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit([q, k], np.ones((2, 2), "float32"), epochs=1, verbose=0)
+    for w in din.weights:
+        assert np.all(np.isfinite(_np(w)))
+
+
+def test_din_errors_and_config():
+    with pytest.raises(ValueError, match="hidden_units"):
+        layers.DIN([4, 2])
+    din = layers.DIN([2, 1])
+    with pytest.raises(ValueError, match="query dimension"):
+        din([_normal(2, 3), _normal(2, 4, 2)])
+    with pytest.raises(ValueError, match="mask"):
+        din([_normal(2, 2), _normal(2, 4, 2)], mask=np.ones((2, 3), bool))
+    clone = _round_trip(
+        layers.DIN(
+            [3, 1],
+            activation="prelu",
+            initializer=keras.initializers.RandomNormal(seed=1),
+            regularizer="l1",
+            mode="weight",
+            decay=True,
+        )
+    )
+    assert clone.mode == "weight" and clone.decay
+    assert clone.hidden_units == [3, 1]
+
+
+def test_din_fit_with_keras_mask():
+    ids = keras.Input((4,), dtype="int32")
+    query = keras.Input((3,))
+    keys = keras.layers.Embedding(10, 3, mask_zero=True)(ids)
+    y = layers.DIN([4, 1], activation="relu")([query, keys])
+    model = keras.Model([query, ids], keras.layers.Dense(1)(y))
+    model.compile(optimizer="adam", loss="mse")
+    data = [_normal(6, 3), RNG.integers(0, 10, size=(6, 4)).astype("int32")]
+    history = model.fit(data, _normal(6, 1), epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert ops.shape(model.predict(data, verbose=0)) == (6, 1)
