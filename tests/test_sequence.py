@@ -185,3 +185,70 @@ def test_din_fit_with_keras_mask():
     history = model.fit(data, _normal(6, 1), epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     assert ops.shape(model.predict(data, verbose=0)) == (6, 1)
+
+
+# --- DIEN -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("att_type", ["AGRU", "AUGRU"])
+@pytest.mark.parametrize("unroll", [False, True])
+def test_dien_padding_is_ignored(att_type, unroll):
+    dien = layers.DIEN(
+        3, att_type=att_type, unroll=unroll, return_extractor_states=True
+    )
+    q, k = _normal(3, 3), _normal(3, 4, 2)
+    final, states = dien([q, k], mask=MASK)
+    final2, states2 = dien([q, _poison(k, MASK)], mask=MASK)
+    np.testing.assert_array_equal(_np(final), _np(final2))
+    np.testing.assert_array_equal(_np(states), _np(states2))
+    np.testing.assert_array_equal(_np(final)[2], np.zeros(3))
+    # The mask may also come as a third input.
+    np.testing.assert_array_equal(_np(dien([q, k, MASK])[0]), _np(final))
+
+
+def test_dien_scan_and_unrolled_agree():
+    dien = layers.DIEN(3, att_type="AUGRU", activation="tanh")
+    q, k = _normal(3, 3), _normal(3, 4, 2)
+    y = _np(dien([q, k], mask=MASK))
+    unrolled = layers.DIEN.from_config({**dien.get_config(), "unroll": True})
+    unrolled.build([q.shape, k.shape])
+    unrolled.set_weights(dien.get_weights())
+    np.testing.assert_allclose(_np(unrolled([q, k], mask=MASK)), y, atol=1e-6)
+
+
+def test_dien_fully_masked_fit_stays_finite():
+    q_in, k_in = keras.Input((3,)), keras.Input((4, 2))
+    m_in = keras.Input((4,), dtype="bool")
+    y = layers.DIEN(3, att_type="AUGRU")([q_in, k_in, m_in])
+    model = keras.Model([q_in, k_in, m_in], keras.layers.Dense(1)(y))
+    model.compile(optimizer="sgd", loss="mse")
+    data = [_normal(3, 3), _normal(3, 4, 2), MASK]
+    history = model.fit(data, _normal(3, 1), epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    zero = [d[2:] for d in data]
+    model.fit(zero, _normal(1, 1), epochs=1, verbose=0)
+    for w in model.weights:
+        assert np.all(np.isfinite(_np(w)))
+
+
+def test_dien_errors_and_config():
+    with pytest.raises(ValueError, match="att_type"):
+        layers.DIEN(3, att_type="GRU")
+    dien = layers.DIEN(3)
+    with pytest.raises(ValueError, match="num_units"):
+        dien([_normal(2, 4), _normal(2, 4, 2)])
+    with pytest.raises(ValueError, match="mask"):
+        dien([_normal(2, 3), _normal(2, 4, 2)], mask=np.ones((2, 4, 1), bool))
+    clone = _round_trip(
+        layers.DIEN(
+            3,
+            att_type="augru",
+            activation="tanh",
+            initializer=keras.initializers.RandomNormal(seed=2),
+            regularizer="l2",
+            return_extractor_states=True,
+            unroll=True,
+        )
+    )
+    assert clone.att_type == "AUGRU" and clone.unroll
+    assert clone.return_extractor_states

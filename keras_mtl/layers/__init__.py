@@ -10,6 +10,7 @@ from keras_mtl.layers.cdot import CDot
 from keras_mtl.layers.cin import CIN
 from keras_mtl.layers.dcn import DCN
 from keras_mtl.layers.dense import Dense
+from keras_mtl.layers.feature_seq import DIEN
 from keras_mtl.layers.feature_seq import DIN
 from keras_mtl.layers.group_int import FFM
 from keras_mtl.layers.group_int import GroupInt
@@ -33,6 +34,7 @@ __all__ = [
     "CGC",
     "CIN",
     "DCN",
+    "DIEN",
     "DIN",
     "FFM",
     "MLP",

@@ -1,4 +1,4 @@
-"""Behaviour-sequence layers: DIN (target attention over padded sequences)."""
+"""Behaviour-sequence layers: DIN and DIEN over padded behaviour sequences."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import keras
 from keras import ops
 
 from keras_mtl import activations
+from keras_mtl import numerics
 from keras_mtl import validation
+from keras_mtl.layers.agru import AGRUCell
+from keras_mtl.layers.agru import dynamic_rnn_with_attention
+from keras_mtl.layers.agru import static_rnn_with_attention
 from keras_mtl.layers.mlp import MLP
 
 InitializerLike = str | keras.initializers.Initializer | None
@@ -196,6 +200,189 @@ class DIN(keras.layers.Layer):
                 "regularizer": keras.regularizers.serialize(self.regularizer),
                 "mode": self.mode,
                 "decay": self.decay,
+            }
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class DIEN(keras.layers.Layer):
+    """Deep Interest Evolution Network: GRU interest extractor + AGRU/AUGRU.
+
+    For queries `q` `[B, U]` and behaviour keys `k` `[B, T, E]`:
+
+    1. Interest extractor: `h = GRU(k)` `[B, T, U]` (a Keras `GRU`,
+       `reset_after=True`, zero initial state).
+    2. Target attention: `a = masked_softmax(<h_t, q W^T>)` over the steps.
+    3. Interest evolution: `s = AttentionRNN(h, a)` with an `AGRUCell` of the
+       given `att_type` (`AGRU`: `h' = (1 - a) h + a c`; `AUGRU`: the update
+       gate is scaled by `a`, as in the DIEN paper). Output: the final state
+       `s` `[B, U]`.
+
+    Masks: a padded step (`mask` false, or `< 1` for numeric masks) leaves the
+    state of both recurrent passes unchanged and gets zero attention; a fully
+    padded row gives zeros (no NaN, in values or gradients). With
+    `return_extractor_states=True` the extractor states `h` (for the paper's
+    auxiliary next-behaviour loss, computed by the caller) are returned too;
+    at padded steps they repeat the last valid state.
+
+    Args:
+        num_units: int. Width `U` of both recurrent states; the query width
+            must equal it.
+        att_type: `"AGRU"` or `"AUGRU"` (case-insensitive). Defaults to
+            `"AGRU"`.
+        activation: candidate activation of both cells. Defaults to `"relu"`.
+        initializer: kernel initializer; `None` means `HeUniform`. Defaults
+            to `None`.
+        regularizer: kernel regularizer. Defaults to `None`.
+        return_extractor_states: bool. Also return the extractor states
+            `[B, T, U]`. Defaults to `False`.
+        unroll: bool. Run the evolution with an unrolled Python loop (needs a
+            static `T`) instead of `keras.ops.scan`. Defaults to `False`.
+        **kwargs: Args to pass to the base class.
+
+    Call arguments: `inputs = [queries, keys]` or `[queries, keys, mask]`;
+    `mask` `[B, T]` (bool or numeric), optional.
+
+    Input shape: `[(batch, U), (batch, T, E)]`.
+    Output shape: `(batch, U)`; with `return_extractor_states`,
+    `[(batch, U), (batch, T, U)]`.
+
+    Weights: `gru/gru_cell/{kernel (E, 3U), recurrent_kernel (U, 3U),
+    bias (2, 3U)}`, `augru_cell/{gates_kernel, gates_bias, candidate_kernel,
+    candidate_bias}`, `attention_weight` `(U, U)`.
+
+    Example:
+
+    ```python
+    dien = keras_mtl.layers.DIEN(8, att_type="AUGRU")
+    interest = dien([queries, keys], mask=mask)  # (B, 8)
+    ```
+
+    References:
+        - [Zhou et al., 2019, Deep Interest Evolution Network](
+          https://arxiv.org/abs/1809.03672)
+    """
+
+    def __init__(
+        self,
+        num_units: int,
+        att_type: str = "AGRU",
+        activation: activations.ActivationLike = "relu",
+        initializer: InitializerLike = None,
+        regularizer: str | keras.regularizers.Regularizer | None = None,
+        return_extractor_states: bool = False,
+        unroll: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_units = validation.positive_int("num_units", num_units)
+        self.activation = activations.get(activation)
+        self.initializer = keras.initializers.get(
+            "he_uniform" if initializer is None else initializer
+        )
+        self.regularizer = keras.regularizers.get(regularizer)
+        self.return_extractor_states = bool(return_extractor_states)
+        self.unroll = bool(unroll)
+        self.supports_masking = True
+        self.gru = keras.layers.GRU(
+            self.num_units,
+            activation=activations.clone(self.activation),
+            kernel_initializer=self.initializer,
+            kernel_regularizer=self.regularizer,
+            reset_after=True,
+            return_sequences=True,
+            name="gru",
+            dtype=self.dtype_policy,
+        )
+        self.augru_cell = AGRUCell(
+            self.num_units,
+            att_type=att_type,
+            activation=activations.clone(self.activation),
+            initializer=self.initializer,
+            regularizer=self.regularizer,
+            name="augru_cell",
+            dtype=self.dtype_policy,
+        )
+        self.att_type = self.augru_cell.att_type
+
+    def _split(self, inputs: Any, mask: Any) -> tuple[Any, Any, Any]:
+        inputs = validation.as_list(inputs)
+        if len(inputs) == 3:
+            inputs, mask = inputs[:2], inputs[2]
+        if len(inputs) != 2:
+            raise ValueError(
+                "DIEN expects inputs [queries (batch, U), keys (batch, T, E)] "
+                f"or [queries, keys, mask]. Received: {len(inputs)} inputs"
+            )
+        return inputs[0], inputs[1], mask
+
+    def _check_shapes(self, q_shape: Any, k_shape: Any) -> None:
+        if len(q_shape) != 2 or len(k_shape) != 3:
+            raise ValueError(
+                "DIEN expects queries of rank 2 and keys of rank 3. Received: "
+                f"queries.shape={tuple(q_shape)}, keys.shape={tuple(k_shape)}"
+            )
+        if q_shape[-1] != self.num_units:
+            raise ValueError(
+                "The query dimension must equal num_units="
+                f"{self.num_units}. Received: queries.shape={tuple(q_shape)}"
+            )
+        if k_shape[-1] is None:
+            raise ValueError(
+                "DIEN needs a static key dimension. "
+                f"Received: keys.shape={tuple(k_shape)}"
+            )
+
+    def build(self, input_shape: Any) -> None:
+        q_shape, k_shape = input_shape[0], input_shape[1]
+        self._check_shapes(q_shape, k_shape)
+        self.gru.build(tuple(k_shape))
+        self.augru_cell.build((q_shape[0], self.num_units))
+        self.attention_weight = self.add_weight(
+            name="attention_weight",
+            shape=(self.num_units, self.num_units),
+            initializer=self.initializer,
+            regularizer=self.regularizer,
+        )
+
+    def call(self, inputs: Any, mask: Any | None = None) -> Any:
+        queries, keys, mask = self._split(inputs, mask)
+        self._check_shapes(queries.shape, keys.shape)
+        mask = sequence_mask(mask, keys)
+        states = self.gru(keys, mask=mask)
+        target = ops.matmul(queries, ops.transpose(self.attention_weight))
+        logits = ops.sum(states * ops.expand_dims(target, 1), axis=-1)
+        att = numerics.masked_softmax(logits, mask, axis=-1)
+        rnn = static_rnn_with_attention if self.unroll else dynamic_rnn_with_attention
+        _, final = rnn(self.augru_cell, states, att, mask=mask)
+        if self.return_extractor_states:
+            return [final, states]
+        return final
+
+    def compute_mask(self, inputs: Any, mask: Any | None = None) -> Any | None:
+        if self.return_extractor_states:
+            return [None, None]
+        return None
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        q_shape, k_shape = input_shape[0], input_shape[1]
+        final = (q_shape[0], self.num_units)
+        if self.return_extractor_states:
+            return [final, (k_shape[0], k_shape[1], self.num_units)]
+        return final
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "num_units": self.num_units,
+                "att_type": self.att_type,
+                "activation": activations.serialize(self.activation),
+                "initializer": keras.initializers.serialize(self.initializer),
+                "regularizer": keras.regularizers.serialize(self.regularizer),
+                "return_extractor_states": self.return_extractor_states,
+                "unroll": self.unroll,
             }
         )
         return config
