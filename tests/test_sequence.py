@@ -252,3 +252,46 @@ def test_dien_errors_and_config():
     )
     assert clone.att_type == "AUGRU" and clone.unroll
     assert clone.return_extractor_states
+
+
+# --- DMR_U2I --------------------------------------------------------------------
+
+
+def test_dmr_padding_is_ignored():
+    dmr = layers.DMR_U2I(3)
+    x, seq = _normal(3, 2), _normal(3, 4, 3)
+    y = _np(dmr([x, seq], mask=MASK))
+    np.testing.assert_array_equal(y, _np(dmr([x, _poison(seq, MASK)], mask=MASK)))
+    assert np.all(np.isfinite(y))
+    # A fully padded row pools to zeros: act(dense bias) * items.
+    bias = _np(dmr.dense.bias)
+    np.testing.assert_allclose(y[2], np.maximum(bias, 0.0) * x[2], atol=1e-6)
+
+
+def test_dmr_errors_config_and_fit():
+    dmr = layers.DMR_U2I(3)
+    with pytest.raises(ValueError, match="mask"):
+        dmr([_normal(2, 2), _normal(2, 4, 3)], mask=np.ones((2, 3), bool))
+    with pytest.raises(ValueError, match="batch size"):
+        layers.DMR_U2I(3)([_normal(3, 2), _normal(2, 4, 3)])
+    with pytest.raises(ValueError, match="cmp_dim"):
+        layers.DMR_U2I(0)
+    clone = _round_trip(
+        layers.DMR_U2I(
+            4,
+            activation="tanh",
+            initializer=keras.initializers.RandomNormal(seed=4),
+            regularizer="l2",
+            use_tanh=True,
+        )
+    )
+    assert clone.use_tanh and clone.cmp_dim == 4
+    _round_trip(layers.DMR_U2I(4))
+    ids = keras.Input((4,), dtype="int32")
+    items = keras.Input((3,))
+    seq = keras.layers.Embedding(10, 3, mask_zero=True)(ids)
+    model = keras.Model([items, ids], layers.DMR_U2I(2)([items, seq]))
+    model.compile(optimizer="adam", loss="mse")
+    data = [_normal(6, 3), RNG.integers(0, 10, size=(6, 4)).astype("int32")]
+    history = model.fit(data, _normal(6, 3), epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))

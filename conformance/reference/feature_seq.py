@@ -125,3 +125,24 @@ def dien(inputs, weights, config, training, mask=None, **_) -> Result:
     if config.get("return_extractor_states", False):
         outputs.append(states)
     return {"outputs": outputs}
+
+
+def dmr_u2i(inputs, weights, config, training, mask=None, **_) -> Result:
+    """DMR user-to-item: positional attention pooling, element-wise output."""
+    items, seq = inputs
+    b, t, _ = seq.shape
+    m = _bool_mask(mask, (b, t))
+    c = seq @ weights["emb_weight"] + weights["pos_emb"][None] + weights["bias"]
+    if config.get("use_tanh", False):
+        c = np.tanh(c)
+    logits = (c @ weights["z_weight"])[..., 0]
+    alpha = np.zeros_like(logits)
+    for i in range(b):
+        if m[i].any():
+            alpha[i, m[i]] = common.softmax(logits[i, m[i]])
+    pooled = np.einsum("bt,btd->bd", alpha, seq)
+    u = pooled @ weights["dense/kernel"] + weights["dense/bias"]
+    u = common.activation(
+        config.get("activation", "PReLU"), u, weights, prefix="dense_activation"
+    )
+    return {"outputs": [u * items]}

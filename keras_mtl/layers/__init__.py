@@ -12,6 +12,7 @@ from keras_mtl.layers.dcn import DCN
 from keras_mtl.layers.dense import Dense
 from keras_mtl.layers.feature_seq import DIEN
 from keras_mtl.layers.feature_seq import DIN
+from keras_mtl.layers.feature_seq import DMR_U2I
 from keras_mtl.layers.group_int import FFM
 from keras_mtl.layers.group_int import GroupInt
 from keras_mtl.layers.layer_norm import LayerNorm
@@ -36,6 +37,7 @@ __all__ = [
     "DCN",
     "DIEN",
     "DIN",
+    "DMR_U2I",
     "FFM",
     "MLP",
     "MMoE",
