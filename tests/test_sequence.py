@@ -295,3 +295,19 @@ def test_dmr_errors_config_and_fit():
     data = [_normal(6, 3), RNG.integers(0, 10, size=(6, 4)).astype("int32")]
     history = model.fit(data, _normal(6, 3), epochs=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+def test_reference_style_calls():
+    cell = layers.AGRUCell(3, att_type="AGRU")
+    x, h = _normal(2, 2), _normal(2, 3)
+    att = RNG.uniform(size=(2, 1)).astype("float32")
+    out, state = cell(x, h, att)
+    np.testing.assert_array_equal(_np(out), _np(state))
+    np.testing.assert_allclose(_np(out), _np(cell.step(x, h, att)), atol=1e-6)
+    with pytest.raises(ValueError, match="state width"):
+        cell(x, _normal(2, 4), att)
+    seq, scores = _normal(2, 3, 2), RNG.uniform(size=(2, 3)).astype("float32")
+    init = _normal(2, 3)
+    _, f1 = layers.dynamic_rnn_with_attention(cell, seq, scores, 1, True, init)
+    _, f2 = layers.static_rnn_with_attention(cell, seq, scores, init)
+    np.testing.assert_allclose(_np(f1), _np(f2), atol=1e-6)

@@ -3,6 +3,10 @@
 from keras_mtl.layers.activation import Activation
 from keras_mtl.layers.add_bias import AddBias
 from keras_mtl.layers.agru import AGRUCell
+from keras_mtl.layers.agru import (
+    dynamic_rnn_with_attention as dynamic_rnn_with_attention,
+)
+from keras_mtl.layers.agru import static_rnn_with_attention as static_rnn_with_attention
 from keras_mtl.layers.allint import AllInt
 from keras_mtl.layers.autoint import AutoInt
 from keras_mtl.layers.can import CAN

@@ -32,7 +32,9 @@ class AGRUCell(keras.layers.Layer):
     With a step mask `m` `[B]`, `h' <- where(m, h', h)`: a masked (padded)
     step leaves the state unchanged.
 
-    As a `keras.layers.RNN` cell, `call(inputs, states)` runs the step; with
+    `cell(x, state, att_score)` runs one step and returns `(h', h')`, as in
+    the reference library. As a `keras.layers.RNN` cell,
+    `call(inputs, states)` runs the step; with
     `attention_in_inputs=True` the last input feature is the attention score
     (feed `concat([x_t, a_t[..., None]], -1)`), otherwise no attention is
     used. `static_rnn_with_attention` and `dynamic_rnn_with_attention` drive
@@ -61,8 +63,10 @@ class AGRUCell(keras.layers.Layer):
     Example:
 
     ```python
+    from keras_mtl.layers import dynamic_rnn_with_attention
+
     cell = keras_mtl.layers.AGRUCell(8, att_type="AUGRU")
-    outputs, final = keras_mtl.layers.dynamic_rnn_with_attention(
+    outputs, final = dynamic_rnn_with_attention(
         cell, x, att, mask=mask)  # x (B, T, I), att (B, T), mask (B, T)
     ```
 
@@ -172,9 +176,20 @@ class AGRUCell(keras.layers.Layer):
             new = ops.where(step_mask, new, h)
         return new
 
-    def call(self, inputs: Any, states: Any, training: bool | None = None) -> Any:
+    def call(
+        self,
+        inputs: Any,
+        states: Any,
+        att_score: Any | None = None,
+        training: bool | None = None,
+    ) -> Any:
         h = states[0] if isinstance(states, (list, tuple)) else states
-        att = None
+        if h.shape[-1] is not None and h.shape[-1] != self.units:
+            raise ValueError(
+                f"The state width must equal units={self.units}. "
+                f"Received: state.shape={tuple(h.shape)}"
+            )
+        att = att_score
         if self.attention_in_inputs:
             att = inputs[:, -1]
             inputs = inputs[:, :-1]
@@ -289,12 +304,16 @@ def dynamic_rnn_with_attention(
     cell: AGRUCell,
     inputs: Any,
     att_scores: Any | None,
+    parallel_iterations: int = 1,
+    swap_memory: bool = True,
     init_state: Any | None = None,
     mask: Any | None = None,
 ) -> tuple[Any, Any]:
     """Runs `cell` over the sequence with `keras.ops.scan` (same maths).
 
-    Args and returns as in `static_rnn_with_attention`.
+    `parallel_iterations` and `swap_memory` (TF `while_loop` settings in the
+    reference library) are accepted for compatibility and ignored. The other
+    args and the returns are as in `static_rnn_with_attention`.
     """
     att_scores, h0, mask = _prepare(cell, inputs, att_scores, init_state, mask)
     batch = ops.shape(inputs)[0]
