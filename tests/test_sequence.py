@@ -311,3 +311,25 @@ def test_reference_style_calls():
     _, f1 = layers.dynamic_rnn_with_attention(cell, seq, scores, 1, True, init)
     _, f2 = layers.static_rnn_with_attention(cell, seq, scores, init)
     np.testing.assert_allclose(_np(f1), _np(f2), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["din", "dien", "dmr"])
+def test_nan_and_inf_padding_stays_out(name):
+    q, k = _normal(3, 3), _normal(3, 4, 3)
+    layer = {
+        "din": lambda: layers.DIN([3, 1], activation="relu"),
+        "dien": lambda: layers.DIEN(3, att_type="AUGRU"),
+        "dmr": lambda: layers.DMR_U2I(2),
+    }[name]()
+    bad = k.copy()
+    bad[~MASK] = np.nan
+    bad[2, 0] = np.inf
+    y = _np(layer([q, k], mask=MASK))
+    np.testing.assert_array_equal(_np(layer([q, bad], mask=MASK)), y)
+    q_in, k_in = keras.Input((3,)), keras.Input((4, 3))
+    m_in = keras.Input((4,), dtype="bool")
+    model = keras.Model([q_in, k_in, m_in], layer([q_in, k_in], mask=m_in))
+    model.compile(optimizer="sgd", loss="mse")
+    model.fit([q, bad, MASK], np.ones_like(y), epochs=1, verbose=0)
+    for w in model.weights:
+        assert np.all(np.isfinite(_np(w))), w.path

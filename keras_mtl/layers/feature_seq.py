@@ -44,6 +44,14 @@ def sequence_mask(mask: Any, keys: Any, name: str = "mask") -> Any | None:
     return ops.greater_equal(ops.cast(mask, "float32"), 1.0)
 
 
+def zero_padded(x: Any, mask: Any | None) -> Any:
+    """`x` `[B, T, ...]` with padded steps set to 0 (so NaN/inf padding stays out)."""
+    if mask is None:
+        return x
+    m = ops.reshape(mask, tuple(ops.shape(mask)) + (1,) * (len(x.shape) - 2))
+    return ops.where(m, x, ops.zeros_like(x))
+
+
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class DIN(keras.layers.Layer):
     """Deep Interest Network target attention over a behaviour sequence.
@@ -54,7 +62,8 @@ class DIN(keras.layers.Layer):
     softmax, as in the DIN paper); with `decay=True`, `w_t <- w_t / sqrt(H)`
     (a scaling by the key width, not a time decay). Padded positions
     (`mask` false, or `< 1` for numeric masks) get `w_t = 0`, so a fully
-    padded row gives zeros.
+    padded row gives zeros. Padded keys are zeroed first, so NaN or inf
+    padding never reaches the outputs or the gradients.
 
     - `mode="sum"`: output `sum_t w_t * k_t`, `[B, H]`;
     - any other mode: per-step weighting `w_t * k_t`, `[B, T, H]` (the keys'
@@ -166,6 +175,7 @@ class DIN(keras.layers.Layer):
         queries, keys = self._split(inputs)
         self._check_shapes(queries.shape, keys.shape)
         mask = sequence_mask(mask, keys)
+        keys = zero_padded(keys, mask)
         q = ops.broadcast_to(ops.expand_dims(queries, 1), ops.shape(keys))
         z = ops.concatenate([q, keys, q - keys, q * keys], axis=-1)
         w = self.compress_tower(z)  # [B, T, 1]
@@ -221,7 +231,8 @@ class DIEN(keras.layers.Layer):
 
     Masks: a padded step (`mask` false, or `< 1` for numeric masks) leaves the
     state of both recurrent passes unchanged and gets zero attention; a fully
-    padded row gives zeros (no NaN, in values or gradients). With
+    padded row gives zeros (no NaN, in values or gradients; padded keys are
+    zeroed first, so even NaN padding stays out). With
     `return_extractor_states=True` the extractor states `h` (for the paper's
     auxiliary next-behaviour loss, computed by the caller) are returned too;
     at padded steps they repeat the last valid state.
@@ -350,6 +361,7 @@ class DIEN(keras.layers.Layer):
         queries, keys, mask = self._split(inputs, mask)
         self._check_shapes(queries.shape, keys.shape)
         mask = sequence_mask(mask, keys)
+        keys = zero_padded(keys, mask)
         states = self.gru(keys, mask=mask)
         target = ops.matmul(queries, ops.transpose(self.attention_weight))
         logits = ops.sum(states * ops.expand_dims(target, 1), axis=-1)
@@ -406,7 +418,8 @@ class DMR_U2I(keras.layers.Layer):  # noqa: N801 (reference class name)
 
     Padded steps (`mask` false, or `< 1` for numeric masks) get zero
     attention; a fully padded row pools to zeros, so its output is
-    `act(b_d) * x`, independent of the padded values.
+    `act(b_d) * x`, independent of the padded values (which are zeroed first,
+    so NaN or inf padding stays out).
 
     Args:
         cmp_dim: int. Width of the attention space.
@@ -524,6 +537,7 @@ class DMR_U2I(keras.layers.Layer):  # noqa: N801 (reference class name)
         items, seq = inputs
         self._check_shapes(items.shape, seq.shape)
         mask = sequence_mask(mask, seq)
+        seq = zero_padded(seq, mask)
         c = ops.matmul(seq, self.emb_weight) + self.pos_emb + self.bias
         if self.use_tanh:
             c = ops.tanh(c)
