@@ -2,6 +2,11 @@
 
 from keras_mtl.layers.activation import Activation
 from keras_mtl.layers.add_bias import AddBias
+from keras_mtl.layers.agru import AGRUCell
+from keras_mtl.layers.agru import (
+    dynamic_rnn_with_attention as dynamic_rnn_with_attention,
+)
+from keras_mtl.layers.agru import static_rnn_with_attention as static_rnn_with_attention
 from keras_mtl.layers.allint import AllInt
 from keras_mtl.layers.autoint import AutoInt
 from keras_mtl.layers.can import CAN
@@ -9,6 +14,9 @@ from keras_mtl.layers.cdot import CDot
 from keras_mtl.layers.cin import CIN
 from keras_mtl.layers.dcn import DCN
 from keras_mtl.layers.dense import Dense
+from keras_mtl.layers.feature_seq import DIEN
+from keras_mtl.layers.feature_seq import DIN
+from keras_mtl.layers.feature_seq import DMR_U2I
 from keras_mtl.layers.grad_norm import GradNorm
 from keras_mtl.layers.group_int import FFM
 from keras_mtl.layers.group_int import GroupInt
@@ -27,11 +35,15 @@ from keras_mtl.layers.snr import SNR
 from keras_mtl.layers.uncertainty_weighting import UncertaintyWeighting
 
 __all__ = [
+    "AGRUCell",
     "CAN",
     "CDot",
     "CGC",
     "CIN",
     "DCN",
+    "DIEN",
+    "DIN",
+    "DMR_U2I",
     "FFM",
     "MLP",
     "MMoE",
