@@ -184,28 +184,40 @@ class MLP(keras.layers.Layer):
                 "initializers": [
                     keras.initializers.serialize(i) for i in self.initializers
                 ],
-                "kernel_regularizer": keras.regularizers.serialize(
-                    self.kernel_regularizer
-                ),
-                "use_weight_norm": self.use_weight_norm,
-                "use_learnable_weight_norm": self.use_learnable_weight_norm,
-                "use_bias": self.use_bias,
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-                "enable_batch_normalization": self.enable_batch_normalization,
-                "batch_normalization_momentum": self.batch_normalization_momentum,
-                "batch_normalization_renorm": self.batch_normalization_renorm,
-                "batch_normalization_renorm_clipping": (
-                    self.batch_normalization_renorm_clipping
-                ),
-                "batch_normalization_renorm_momentum": (
-                    self.batch_normalization_renorm_momentum
-                ),
+                **serialize_mlp_options(self),
             }
         )
         return config
 
 
 activations_serialize = activations.serialize
+
+# Constructor options that layers building MLPs (MMoE experts) pass through.
+MLP_OPTIONS = (
+    "kernel_regularizer",
+    "use_weight_norm",
+    "use_learnable_weight_norm",
+    "use_bias",
+    "bias_regularizer",
+    "enable_batch_normalization",
+    "batch_normalization_momentum",
+    "batch_normalization_renorm",
+    "batch_normalization_renorm_clipping",
+    "batch_normalization_renorm_momentum",
+)
+
+
+def mlp_options(layer: Any) -> dict[str, Any]:
+    """`layer`'s values of `MLP_OPTIONS`, as `MLP.__init__` takes them."""
+    return {name: getattr(layer, name) for name in MLP_OPTIONS}
+
+
+def serialize_mlp_options(layer: Any) -> dict[str, Any]:
+    """`mlp_options(layer)` with regularizers serialized, for `get_config`."""
+    options = mlp_options(layer)
+    for name in ("kernel_regularizer", "bias_regularizer"):
+        options[name] = keras.regularizers.serialize(options[name])
+    return options
 
 
 def _resolve_activations(spec: Any, n: int, dtype: Any) -> list[Any]:

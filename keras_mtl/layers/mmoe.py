@@ -13,6 +13,8 @@ from keras_mtl import gating
 from keras_mtl import numerics
 from keras_mtl import validation
 from keras_mtl.layers.mlp import MLP
+from keras_mtl.layers.mlp import mlp_options
+from keras_mtl.layers.mlp import serialize_mlp_options
 from keras_mtl.layers.stacked_mlp import StackedMLP
 from keras_mtl.layers.stacked_mlp import per_expert_initializers
 
@@ -213,23 +215,7 @@ class MMoE(keras.layers.Layer):
         self.seed = seed
         # Other args.
         self.seed_generator = keras.random.SeedGenerator(seed)
-        mlp_kwargs = {
-            "kernel_regularizer": self.kernel_regularizer,
-            "use_weight_norm": self.use_weight_norm,
-            "use_learnable_weight_norm": self.use_learnable_weight_norm,
-            "use_bias": self.use_bias,
-            "bias_regularizer": self.bias_regularizer,
-            "enable_batch_normalization": self.enable_batch_normalization,
-            "batch_normalization_momentum": self.batch_normalization_momentum,
-            "batch_normalization_renorm": self.batch_normalization_renorm,
-            "batch_normalization_renorm_clipping": (
-                self.batch_normalization_renorm_clipping
-            ),
-            "batch_normalization_renorm_momentum": (
-                self.batch_normalization_renorm_momentum
-            ),
-            "dtype": self.dtype_policy,
-        }
+        mlp_kwargs = {**mlp_options(self), "dtype": self.dtype_policy}
         # A single activation per expert: hidden layers use it, the last layer
         # is linear (MLP rule); `None` means linear (Keras `activations.get`).
         mlp_acts = [
@@ -378,22 +364,7 @@ class MMoE(keras.layers.Layer):
                 "gate_type": self.gate_type,
                 "top_k": self.top_k,
                 "num_experts": self.num_experts,
-                "kernel_regularizer": keras.regularizers.serialize(
-                    self.kernel_regularizer
-                ),
-                "use_weight_norm": self.use_weight_norm,
-                "use_learnable_weight_norm": self.use_learnable_weight_norm,
-                "use_bias": self.use_bias,
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-                "enable_batch_normalization": self.enable_batch_normalization,
-                "batch_normalization_momentum": self.batch_normalization_momentum,
-                "batch_normalization_renorm": self.batch_normalization_renorm,
-                "batch_normalization_renorm_clipping": (
-                    self.batch_normalization_renorm_clipping
-                ),
-                "batch_normalization_renorm_momentum": (
-                    self.batch_normalization_renorm_momentum
-                ),
+                **serialize_mlp_options(self),
                 "balance_loss_weight": self.balance_loss_weight,
                 "temperature": self.temperature,
                 "return_gates": self.return_gates,
