@@ -129,6 +129,24 @@ def get(identifier: ActivationLike) -> Callable[..., Any] | None:
     )
 
 
+def get_function(name: str, identifier: ActivationLike) -> Callable[..., Any] | None:
+    """`get`, restricted to activations without weights.
+
+    Layers whose experts are stacked into one tensor cannot hold a separate
+    activation layer (e.g. PReLU) per expert.
+
+    Raises:
+        ValueError: naming `name` for activations that are layers.
+    """
+    activation = get(identifier)
+    if isinstance(activation, keras.layers.Layer):
+        raise ValueError(
+            f"`{name}` must be an activation without weights (stacked experts "
+            f"cannot share one activation layer). Received: {name}={identifier!r}"
+        )
+    return activation
+
+
 def serialize(activation: Callable[..., Any] | None) -> str | dict[str, Any] | None:
     """Serializes an activation for `get_config`.
 

@@ -20,6 +20,7 @@ from keras_mtl.layers.feature_seq import DMR_U2I
 from keras_mtl.layers.grad_norm import GradNorm
 from keras_mtl.layers.group_int import FFM
 from keras_mtl.layers.group_int import GroupInt
+from keras_mtl.layers.hierarchical_moe import HierarchicalMoE
 from keras_mtl.layers.layer_norm import LayerNorm
 from keras_mtl.layers.logit_correction import LogitCorrection
 from keras_mtl.layers.merge_tensor_list import MergeTensorList
@@ -32,6 +33,7 @@ from keras_mtl.layers.pooling import MaxPooling
 from keras_mtl.layers.pooling import SumPooling
 from keras_mtl.layers.senet import SeNet
 from keras_mtl.layers.snr import SNR
+from keras_mtl.layers.sparse_moe import SparseMoE
 from keras_mtl.layers.uncertainty_weighting import UncertaintyWeighting
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "MMoE",
     "PLE",
     "SNR",
+    "SparseMoE",
     "Activation",
     "AddBias",
     "AllInt",
@@ -57,6 +60,7 @@ __all__ = [
     "Dense",
     "GradNorm",
     "GroupInt",
+    "HierarchicalMoE",
     "LayerNorm",
     "LogitCorrection",
     "MaxPooling",

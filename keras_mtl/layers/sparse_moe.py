@@ -1,0 +1,562 @@
+"""Token-routed sparse mixture of experts with capacity (SparseMoE)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_mtl import activations
+from keras_mtl import numerics
+from keras_mtl import routing
+from keras_mtl import validation
+
+GATE_TYPES = ("softmax", "noisy_topk")
+DISPATCHERS = ("index", "einsum", "dense")
+
+
+@keras.saving.register_keras_serializable(package="keras_mtl")
+class SparseMoE(keras.layers.Layer):
+    """Token-routed top-k mixture of experts where only chosen experts compute.
+
+    Every token `x_t` (all leading axes of the input are flattened into
+    tokens) is sent to the `k` experts with the largest router probabilities
+    and the expert outputs are mixed by the gates (Shazeer et al., 2017;
+    GShard; Switch):
+
+    `p_t = softmax(x_t @ W_r)` (float32; noisy in training, see below)
+    `(g_t, e_t) = top_k(p_t)`, `g_t /= sum(g_t)` if `normalize_gates`
+    `y_t = sum_j keep_tj * g_tj * f_{e_tj}(x_t)`
+
+    Each expert is an MLP `f_e` (`expert_hidden_units`, then a linear layer
+    to `output_dim`) with weights stacked over experts. Tokens are split into
+    groups of `group_size`; an expert takes at most
+    `C = min(S, max(min_capacity, ceil(k * S * cf / E)))` assignments per
+    group (`cf` = `capacity_factor` in training, `eval_capacity_factor`
+    otherwise). Assignments are queued choice-major (every first choice in
+    the group before any second choice, tokens in order); those at position
+    `>= C` are dropped (`keep = 0`) and the gates are not renormalized, so a
+    token whose assignments are all dropped outputs zeros (add a residual
+    around the layer). Because `C` is a Python int, every shape is static
+    under `jax.jit`, `tf.function(jit_compile=True)` and `torch.compile`,
+    even when the batch size is unknown, as long as `group_size` is set.
+
+    Dispatchers (all give identical results, drops included):
+
+    - `"index"` (default): an inverse slot map built with one
+      `scatter_update`, `take` to fill the `[E, G*C, d]` expert buffer and
+      `take` to combine. Cost `O(T*k*d)` plus the experts on `E*G*C ≈
+      k*cf*T` rows.
+    - `"einsum"`: the GShard one-hot dispatch/combine tensors `[G, S, E, C]`
+      (cost grows with the group size; the pattern SPMD partitioners like).
+    - `"dense"`: every expert on every token, mixed by the same (dropped)
+      combine weights; for tiny `E` or for checking.
+
+    Gates: `"softmax"`, or `"noisy_topk"` (Shazeer et al., 2017): in training
+    `route = logits + N(0, 1) * (softplus(x @ W_noise) + 1e-2)`. With
+    `jitter_eps > 0` the router input is multiplied by `U[1-eps, 1+eps]` in
+    training (Switch). Routing runs in float32 under mixed precision; the
+    experts run in the compute dtype.
+
+    One auxiliary loss is added with `add_loss` on every call when any
+    coefficient is positive, over non-padded tokens only:
+    `balance_loss_weight * E * sum_e f_e * P_e` (Switch/GShard; `f_e` the
+    fraction of the `k*N` assignments routed to `e` before drops, `P_e` the
+    mean probability; minimum 1),
+    `+ importance_loss_weight * (cv2(importance) + cv2(load))` (Shazeer; the
+    load is the smooth `P(in top k)` estimate for noisy gates in training,
+    else the assignment counts), `+ z_loss_weight * mean(logsumexp(route)^2)`
+    (ST-MoE).
+
+    Routing statistics are kept in non-trainable float32 variables updated
+    on every call: `expert_load` `[E]` (kept assignments per expert over
+    `k*N`) and `dropped_fraction` (dropped assignments over `k*N`).
+
+    Args:
+        num_experts: int >= 1. Number of experts `E`.
+        expert_hidden_units: int or list of int. Hidden widths of each expert
+            MLP; `[]` gives linear experts.
+        output_dim: int or `None`. Output width; `None` keeps the input width.
+            Defaults to `None`.
+        top_k: int in `[1, num_experts]`. Experts per token. Defaults to `2`.
+        gate_type: `"softmax"` or `"noisy_topk"`. Defaults to `"softmax"`.
+        normalize_gates: bool. Renormalize the `k` gates to sum to 1.
+            Defaults to `True`.
+        capacity_factor: float > 0. Capacity factor in training. Defaults to
+            `1.25`.
+        eval_capacity_factor: float > 0. Capacity factor at inference.
+            Defaults to `2.0`.
+        min_capacity: int >= 1. Lower bound of the capacity. Defaults to `4`.
+        group_size: int or `None`. Tokens per routing group; `None` routes all
+            tokens of a call as one group (needs a static token count).
+            Defaults to `None`.
+        pad_to_group: bool. Pad the token count up to a multiple of
+            `group_size` with masked tokens; if `False`, a token count that
+            `group_size` does not divide raises. Defaults to `True`.
+        dispatcher: `"index"`, `"einsum"` or `"dense"`. Defaults to `"index"`.
+        activation: activation between expert layers (a function; the last
+            expert layer is linear). Defaults to `"relu"`.
+        use_bias: bool. Expert biases. Defaults to `True`.
+        jitter_eps: float in `[0, 1)`. Multiplicative router-input jitter in
+            training. Defaults to `0.0`.
+        balance_loss_weight: float >= 0. Defaults to `1e-2`.
+        importance_loss_weight: float >= 0. Defaults to `0.0`.
+        z_loss_weight: float >= 0. Defaults to `0.0`.
+        kernel_initializer: expert kernels. Defaults to `"glorot_uniform"`.
+        bias_initializer: expert biases. Defaults to `"zeros"`.
+        router_initializer: router kernel. Defaults to `"glorot_uniform"`.
+        noise_initializer: noise kernel (`"noisy_topk"`). Defaults to
+            `"zeros"`.
+        seed: int or `None`. Seed of the router noise and jitter. Defaults to
+            `None`.
+        **kwargs: Args to pass to the base class.
+
+    Call args:
+        inputs: `[..., d]`.
+        mask: optional `inputs.shape[:-1]`, true (or 1) for real tokens.
+            Padded tokens take no capacity, count in no loss and output 0.
+        training: bool.
+        router_noise: optional `inputs.shape[:-1] + (E,)` standard-normal
+            draws used instead of sampling (reproducible noisy gates).
+
+    Input shape: `(..., d)`. Output shape: `(..., output_dim)`.
+
+    Weights: `router_kernel` `[d, E]`, `noise_kernel` `[d, E]`
+    (`"noisy_topk"`), `expert_kernel_{i}` `[E, d_i, d_{i+1}]` and
+    `expert_bias_{i}` `[E, d_{i+1}]` with `d_0 = d`, the hidden units, then
+    `output_dim`.
+
+    Example:
+
+    ```python
+    moe = keras_mtl.layers.SparseMoE(num_experts=16, expert_hidden_units=64,
+                                     top_k=2, group_size=256)
+    y = moe(np.random.rand(8, 100, 32))  # (8, 100, 32)
+    ```
+
+    References:
+        Shazeer et al., Outrageously Large Neural Networks: The
+        Sparsely-Gated Mixture-of-Experts Layer, 2017 (arXiv:1701.06538).
+        Lepikhin et al., GShard, 2020 (arXiv:2006.16668).
+        Fedus et al., Switch Transformers, JMLR 2022 (arXiv:2101.03961).
+        Zoph et al., ST-MoE, 2022 (arXiv:2202.08906).
+    """
+
+    def __init__(
+        self,
+        num_experts: int,
+        expert_hidden_units: int | Sequence[int],
+        output_dim: int | None = None,
+        top_k: int = 2,
+        gate_type: str = "softmax",
+        normalize_gates: bool = True,
+        capacity_factor: float = 1.25,
+        eval_capacity_factor: float = 2.0,
+        min_capacity: int = 4,
+        group_size: int | None = None,
+        pad_to_group: bool = True,
+        dispatcher: str = "index",
+        activation: str | Any = "relu",
+        use_bias: bool = True,
+        jitter_eps: float = 0.0,
+        balance_loss_weight: float = 1e-2,
+        importance_loss_weight: float = 0.0,
+        z_loss_weight: float = 0.0,
+        kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+        bias_initializer: str | keras.initializers.Initializer = "zeros",
+        router_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+        noise_initializer: str | keras.initializers.Initializer = "zeros",
+        seed: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.num_experts = validation.positive_int("num_experts", num_experts)
+        if isinstance(expert_hidden_units, int) and not isinstance(
+            expert_hidden_units, bool
+        ):
+            expert_hidden_units = [expert_hidden_units]
+        if expert_hidden_units:
+            expert_hidden_units = validation.positive_int_list(
+                "expert_hidden_units", expert_hidden_units
+            )
+        self.expert_hidden_units = list(expert_hidden_units)
+        self.output_dim = (
+            None
+            if output_dim is None
+            else validation.positive_int("output_dim", output_dim)
+        )
+        self.top_k = validation.positive_int("top_k", top_k)
+        if self.top_k > self.num_experts:
+            raise ValueError(
+                "`top_k` must be at most `num_experts`. "
+                f"Received: top_k={top_k} with num_experts={num_experts}"
+            )
+        self.gate_type = validation.one_of("gate_type", gate_type, GATE_TYPES)
+        if gate_type == "noisy_topk" and self.top_k == self.num_experts:
+            raise ValueError(
+                "`gate_type='noisy_topk'` needs `top_k < num_experts` (its load "
+                "estimate compares with the (k+1)-th logit). "
+                f"Received: top_k={top_k} with num_experts={num_experts}"
+            )
+        self.normalize_gates = bool(normalize_gates)
+        self.capacity_factor = validation.positive_float(
+            "capacity_factor", capacity_factor
+        )
+        self.eval_capacity_factor = validation.positive_float(
+            "eval_capacity_factor", eval_capacity_factor
+        )
+        self.min_capacity = validation.positive_int("min_capacity", min_capacity)
+        self.group_size = (
+            None
+            if group_size is None
+            else validation.positive_int("group_size", group_size)
+        )
+        self.pad_to_group = bool(pad_to_group)
+        self.dispatcher = validation.one_of("dispatcher", dispatcher, DISPATCHERS)
+        self.activation = activations.get_function("activation", activation)
+        self.use_bias = bool(use_bias)
+        self.jitter_eps = validation.in_range(
+            "jitter_eps", jitter_eps, 0.0, 1.0, high_inclusive=False
+        )
+        self.balance_loss_weight = validation.non_negative_float(
+            "balance_loss_weight", balance_loss_weight
+        )
+        self.importance_loss_weight = validation.non_negative_float(
+            "importance_loss_weight", importance_loss_weight
+        )
+        self.z_loss_weight = validation.non_negative_float(
+            "z_loss_weight", z_loss_weight
+        )
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.router_initializer = keras.initializers.get(router_initializer)
+        self.noise_initializer = keras.initializers.get(noise_initializer)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.supports_masking = True
+
+    def build(self, input_shape: Any) -> None:
+        input_dim = input_shape[-1]
+        if input_dim is None:
+            raise ValueError(
+                "`SparseMoE` needs a known feature (last) dimension. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        self.input_dim = int(input_dim)
+        out_dim = self.output_dim or self.input_dim
+        dims = [self.input_dim, *self.expert_hidden_units, out_dim]
+        self.router_kernel = self.add_weight(
+            name="router_kernel",
+            shape=(self.input_dim, self.num_experts),
+            initializer=self.router_initializer,
+        )
+        if self.gate_type == "noisy_topk":
+            self.noise_kernel = self.add_weight(
+                name="noise_kernel",
+                shape=(self.input_dim, self.num_experts),
+                initializer=self.noise_initializer,
+            )
+        self.expert_kernels = []
+        self.expert_biases = []
+        for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+            self.expert_kernels.append(
+                self.add_weight(
+                    name=f"expert_kernel_{i}",
+                    shape=(self.num_experts, d_in, d_out),
+                    initializer=self.kernel_initializer,
+                )
+            )
+            if self.use_bias:
+                self.expert_biases.append(
+                    self.add_weight(
+                        name=f"expert_bias_{i}",
+                        shape=(self.num_experts, d_out),
+                        initializer=self.bias_initializer,
+                    )
+                )
+        self.expert_load = self.add_weight(
+            name="expert_load",
+            shape=(self.num_experts,),
+            initializer="zeros",
+            trainable=False,
+            dtype="float32",
+        )
+        self.dropped_fraction = self.add_weight(
+            name="dropped_fraction",
+            shape=(),
+            initializer="zeros",
+            trainable=False,
+            dtype="float32",
+        )
+
+    # -- sizes -------------------------------------------------------------------
+
+    def capacity(self, group_size: int, training: bool = False) -> int:
+        """Expert capacity per group for a group of `group_size` tokens."""
+        cf = self.capacity_factor if training else self.eval_capacity_factor
+        return routing.expert_capacity(
+            group_size, self.num_experts, self.top_k, cf, self.min_capacity
+        )
+
+    def _group_layout(self, num_tokens: int | None) -> tuple[int, int | None, int]:
+        """`(group_size, num_groups or None, pad)` for `num_tokens` tokens."""
+        if self.group_size is None:
+            if num_tokens is None:
+                raise ValueError(
+                    "`SparseMoE` with `group_size=None` routes all tokens as one "
+                    "group and needs a static token count to size the expert "
+                    "capacity. Set `group_size` for inputs with an unknown batch "
+                    "size. Received: a token count of None"
+                )
+            return num_tokens, 1, 0
+        size = self.group_size
+        if num_tokens is None:
+            return size, None, -1
+        pad = -num_tokens % size
+        if pad and not self.pad_to_group:
+            raise ValueError(
+                "`group_size` must divide the token count when "
+                f"`pad_to_group=False`. Received: group_size={size} with "
+                f"{num_tokens} tokens"
+            )
+        return size, (num_tokens + pad) // size, pad
+
+    # -- experts -----------------------------------------------------------------
+
+    def run_experts(self, buffer: Any) -> Any:
+        """Runs the stacked expert MLPs on `[E, M, d]` rows."""
+        h = buffer
+        last = len(self.expert_kernels) - 1
+        for i, kernel in enumerate(self.expert_kernels):
+            h = ops.matmul(h, ops.cast(kernel, h.dtype))
+            if self.use_bias:
+                h = h + ops.expand_dims(ops.cast(self.expert_biases[i], h.dtype), 1)
+            if i < last and self.activation is not None:
+                h = self.activation(h)
+        return h
+
+    # -- call --------------------------------------------------------------------
+
+    def call(
+        self,
+        inputs: Any,
+        mask: Any | None = None,
+        training: bool | None = None,
+        router_noise: Any | None = None,
+    ) -> Any:
+        training = bool(training)
+        d = self.input_dim
+        lead_shape = ops.shape(inputs)[:-1]
+        static_tokens = _static_product(inputs.shape[:-1])
+        x = ops.reshape(inputs, (-1, d))
+        valid = (
+            ops.ones_like(x[:, 0], dtype="float32")
+            if mask is None
+            else ops.cast(ops.reshape(mask, (-1,)), "float32")
+        )
+        group_size, num_groups, pad = self._group_layout(static_tokens)
+        if pad == -1:  # unknown token count (TF graph): pad dynamically.
+            pad = (-ops.shape(x)[0]) % group_size
+        num_tokens = ops.shape(x)[0]
+        if not isinstance(pad, int) or pad:
+            x = ops.concatenate([x, ops.zeros((pad, d), dtype=x.dtype)], axis=0)
+            valid = ops.concatenate([valid, ops.zeros((pad,), dtype="float32")], 0)
+        capacity = self.capacity(group_size, training)
+        k, num_experts = self.top_k, self.num_experts
+
+        # Routing, float32.
+        xr = ops.cast(x, "float32")
+        if training and self.jitter_eps > 0:
+            xr = xr * keras.random.uniform(
+                ops.shape(xr),
+                minval=1.0 - self.jitter_eps,
+                maxval=1.0 + self.jitter_eps,
+                seed=self.seed_generator,
+            )
+        logits = ops.matmul(xr, ops.cast(self.router_kernel, "float32"))
+        route = logits
+        stddev = None
+        noisy = self.gate_type == "noisy_topk" and training
+        if noisy:
+            stddev = (
+                ops.softplus(ops.matmul(xr, ops.cast(self.noise_kernel, "float32")))
+                + 1e-2
+            )
+            if router_noise is None:
+                noise = keras.random.normal(
+                    ops.shape(logits), dtype="float32", seed=self.seed_generator
+                )
+            else:
+                noise = ops.cast(
+                    ops.reshape(router_noise, (-1, num_experts)), "float32"
+                )
+                if not isinstance(pad, int) or pad:
+                    noise = ops.concatenate(
+                        [noise, ops.zeros((pad, num_experts), dtype="float32")], 0
+                    )
+            route = logits + noise * stddev
+        probs = ops.softmax(route, axis=-1)
+        gates, experts = routing.top_k_gates(probs, k, self.normalize_gates)
+
+        groups = -1 if num_groups is None else num_groups
+        valid_g = ops.reshape(valid, (groups, group_size))
+        experts_g = ops.reshape(experts, (groups, group_size, k))
+        positions = routing.choice_major_positions(experts_g, valid_g, num_experts)
+        keep = ops.logical_and(
+            ops.less(positions, capacity), ops.expand_dims(valid_g > 0, -1)
+        )
+        keep_flat = ops.reshape(keep, (-1, k))
+        weights = gates * ops.cast(keep_flat, "float32")
+
+        self._update_statistics(experts, keep_flat, valid)
+        self._add_losses(probs, gates, experts, valid, route, logits, stddev, noisy)
+
+        compute_dtype = x.dtype
+        weights_c = ops.cast(weights, compute_dtype)
+        if self.dispatcher == "index":
+            g = num_groups if num_groups is not None else ops.shape(valid_g)[0]
+            slots = routing.slot_ids(experts_g, positions, keep, g, capacity)
+            slots = ops.reshape(slots, (-1, k))
+            num_slots = num_experts * g * capacity
+            buffer = routing.index_dispatch(x, slots, num_slots)
+            out = self.run_experts(ops.reshape(buffer, (num_experts, -1, d)))
+            y = routing.index_combine(
+                ops.reshape(out, (num_slots, out.shape[-1])), slots, weights_c
+            )
+        elif self.dispatcher == "einsum":
+            combine = routing.one_hot_combine(
+                experts_g,
+                positions,
+                keep,
+                ops.reshape(weights, (groups, group_size, k)),
+                num_experts,
+                capacity,
+            )
+            dispatch = ops.cast(
+                routing.one_hot_dispatch_mask(
+                    experts_g, positions, keep, num_experts, capacity
+                ),
+                compute_dtype,
+            )
+            x_g = ops.reshape(x, (groups, group_size, d))
+            buffer = ops.einsum("gsec,gsd->egcd", dispatch, x_g)
+            out = self.run_experts(ops.reshape(buffer, (num_experts, -1, d)))
+            out = ops.reshape(out, (num_experts, groups, capacity, out.shape[-1]))
+            y = ops.einsum("gsec,egcn->gsn", ops.cast(combine, compute_dtype), out)
+            y = ops.reshape(y, (-1, out.shape[-1]))
+        else:
+            combine = ops.einsum(
+                "tk,tke->te",
+                weights_c,
+                ops.one_hot(experts, num_experts, dtype=compute_dtype),
+            )
+            everything = ops.broadcast_to(
+                ops.expand_dims(x, 0), (num_experts, ops.shape(x)[0], d)
+            )
+            out = self.run_experts(everything)
+            y = ops.einsum("te,etn->tn", combine, out)
+        y = y[:num_tokens]
+        return ops.reshape(y, (*lead_shape, y.shape[-1]))
+
+    def _update_statistics(self, experts: Any, keep: Any, valid: Any) -> None:
+        total = ops.maximum(ops.sum(valid) * self.top_k, 1.0)
+        kept = ops.cast(keep, "float32")
+        per_expert = ops.sum(
+            ops.one_hot(experts, self.num_experts, dtype="float32") * kept[..., None],
+            axis=(0, 1),
+        )
+        self.expert_load.assign(per_expert / total)
+        dropped = ops.sum(ops.expand_dims(valid, -1) * (1.0 - kept))
+        self.dropped_fraction.assign(dropped / total)
+
+    def _add_losses(
+        self,
+        probs: Any,
+        gates: Any,
+        experts: Any,
+        valid: Any,
+        route: Any,
+        logits: Any,
+        stddev: Any,
+        noisy: bool,
+    ) -> None:
+        terms = []
+        if self.balance_loss_weight > 0:
+            terms.append(
+                self.balance_loss_weight
+                * routing.switch_balance_loss(probs, experts, valid)
+            )
+        if self.importance_loss_weight > 0:
+            onehot = ops.one_hot(experts, self.num_experts, dtype="float32")
+            importance = ops.sum(
+                ops.sum(onehot * gates[..., None], axis=1) * valid[:, None], axis=0
+            )
+            if noisy:
+                load_t = routing.prob_in_top_k(logits, route, stddev, self.top_k)
+            else:
+                load_t = ops.sum(onehot, axis=1)
+            load = ops.sum(load_t * valid[:, None], axis=0)
+            terms.append(
+                self.importance_loss_weight
+                * (numerics.cv_squared(importance) + numerics.cv_squared(load))
+            )
+        if self.z_loss_weight > 0:
+            terms.append(self.z_loss_weight * routing.z_loss(route, valid))
+        if terms:
+            total = terms[0]
+            for term in terms[1:]:
+                total = total + term
+            self.add_loss(total)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
+        out_dim = self.output_dim or input_shape[-1]
+        return (*input_shape[:-1], out_dim)
+
+    def compute_mask(self, inputs: Any, mask: Any | None = None) -> Any:
+        return mask
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(
+            {
+                "num_experts": self.num_experts,
+                "expert_hidden_units": list(self.expert_hidden_units),
+                "output_dim": self.output_dim,
+                "top_k": self.top_k,
+                "gate_type": self.gate_type,
+                "normalize_gates": self.normalize_gates,
+                "capacity_factor": self.capacity_factor,
+                "eval_capacity_factor": self.eval_capacity_factor,
+                "min_capacity": self.min_capacity,
+                "group_size": self.group_size,
+                "pad_to_group": self.pad_to_group,
+                "dispatcher": self.dispatcher,
+                "activation": activations.serialize(self.activation),
+                "use_bias": self.use_bias,
+                "jitter_eps": self.jitter_eps,
+                "balance_loss_weight": self.balance_loss_weight,
+                "importance_loss_weight": self.importance_loss_weight,
+                "z_loss_weight": self.z_loss_weight,
+                "kernel_initializer": keras.initializers.serialize(
+                    self.kernel_initializer
+                ),
+                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
+                "router_initializer": keras.initializers.serialize(
+                    self.router_initializer
+                ),
+                "noise_initializer": keras.initializers.serialize(
+                    self.noise_initializer
+                ),
+                "seed": self.seed,
+            }
+        )
+        return config
+
+
+def _static_product(shape: Sequence[int | None]) -> int | None:
+    if any(s is None for s in shape):
+        return None
+    return int(math.prod(shape))

@@ -1,0 +1,272 @@
+"""Token routing for sparse mixture-of-experts layers: capacity, top-k and top-2
+gates, positions in experts, the index and one-hot dispatchers, and the router
+losses.
+
+Everything uses `keras.ops` only and runs under `jax.jit`,
+`tf.function(jit_compile=True)` and `torch.compile`. Capacities and slot
+counts are Python ints so every shape is static. Routing math runs in float32.
+
+Cross-backend traps this module avoids (see `shared/design/moe.md` §5.1):
+
+- `one_hot` of an index >= depth raises on torch, so empty or dropped slots
+  are encoded as `-1`, which every backend maps to an all-zero row.
+- `take` out of range returns NaN on JAX and is clamped under XLA, so the
+  dispatch buffers carry an explicit zero "trash" row at index 0.
+- `ops.scatter` on torch is a Python loop per index; the inverse slot map is
+  built with one `scatter_update` instead.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from keras import ops
+
+# --- sizes ----------------------------------------------------------------------
+
+
+def expert_capacity(
+    group_size: int, num_experts: int, top_k: int, capacity_factor: float, minimum: int
+) -> int:
+    """`min(S, max(minimum, ceil(k * S * cf / E)))` slots per expert and group.
+
+    The factor `k` makes `capacity_factor=1` mean "room for every assignment
+    at perfectly balanced routing" for any `k` (DeepSpeed/Tutel convention).
+    """
+    raw = math.ceil(top_k * group_size * capacity_factor / num_experts)
+    return int(min(group_size, max(minimum, raw)))
+
+
+def mtf_capacity(
+    group_size: int, num_experts: int, capacity_factor: float, minimum: int
+) -> int:
+    """Mesh-TensorFlow's capacity `max(min(S, int(S * cf / E)), minimum)`."""
+    return int(
+        max(min(group_size, int(group_size * capacity_factor / num_experts)), minimum)
+    )
+
+
+def split_into_groups(n: int, max_group_size: int) -> tuple[int, int]:
+    """Mesh-TF `_split_into_groups` on one device: the fewest groups of at
+    most about `max_group_size` tokens that divide `n` exactly.
+
+    Returns `(num_groups, group_size)`.
+    """
+    num_groups = max(1, n // max_group_size)
+    while n % num_groups:
+        num_groups += 1
+    return num_groups, n // num_groups
+
+
+# --- gates ----------------------------------------------------------------------
+
+
+def top_k_gates(probs: Any, k: int, normalize: bool) -> tuple[Any, Any]:
+    """The `k` largest router probabilities per token, in descending order.
+
+    Returns `(gates, experts)`, both `[..., k]`. With `normalize` the gates
+    are divided by their sum (the softmax over the chosen logits).
+    """
+    gates, experts = ops.top_k(probs, k)
+    if normalize:
+        gates = gates / ops.sum(gates, axis=-1, keepdims=True)
+    return gates, ops.cast(experts, "int32")
+
+
+def choice_major_positions(experts: Any, valid: Any, num_experts: int) -> Any:
+    """Position of each assignment in its expert's queue, per group.
+
+    `experts` is `[G, S, k]` int, `valid` `[G, S]` (0/1, padding = 0). All
+    first choices of a group are queued before any second choice (GShard /
+    Mesh-TF priority), tokens in order within a choice; padded tokens take no
+    place. Returns `[G, S, k]` int32.
+    """
+    g, s, k = experts.shape[0], experts.shape[1], experts.shape[2]
+    order = ops.reshape(ops.transpose(experts, (0, 2, 1)), (-1, k * s))  # [G, kS]
+    onehot = ops.one_hot(order, num_experts, dtype="int32")
+    onehot = onehot * ops.expand_dims(ops.tile(ops.cast(valid, "int32"), (1, k)), -1)
+    position = ops.sum((ops.cumsum(onehot, axis=1) - 1) * onehot, axis=-1)
+    position = ops.reshape(position, (-1 if g is None else g, k, s))
+    return ops.transpose(position, (0, 2, 1))
+
+
+def exclusive_cumsum(x: Any, axis: int) -> Any:
+    return ops.cumsum(x, axis=axis) - x
+
+
+def top2_gating(
+    logits: Any,
+    capacity: int,
+    importance: Any,
+    policy: str,
+    threshold: float,
+    uniforms: Any | None,
+) -> dict[str, Any]:
+    """Mesh-TensorFlow `_top_2_gating` on float32 router logits `[N, S, E]`.
+
+    The steps of `moe.md` §1c: softmax; the best expert `i1` (lowest index on
+    ties); masking by `importance == 1` for the first choice and
+    `importance > 0` for the second; `g1, g2` normalized by their sum; the
+    balance loss `E^2 mean(mean_S(m1) * mean_S(p))`; the second-expert
+    policy; capacity in priority order (all first choices, then second
+    choices); no renormalization after drops.
+
+    Returns a dict with `experts`, `positions`, `keep`, `gates` (each
+    `[N, S, 2]`; `gates` is zero where not kept) and the scalar `loss`.
+    """
+    num_experts = logits.shape[-1]
+    raw = ops.softmax(logits, axis=-1)
+    first = ops.cast(ops.argmax(raw, axis=-1), "int32")
+    m1 = ops.one_hot(first, num_experts, dtype="float32")
+    g1 = ops.sum(raw * m1, axis=-1)
+    proxy = raw
+    is_first = ops.cast(ops.equal(importance, 1.0), "float32")
+    m1 = m1 * is_first[..., None]
+    g1 = g1 * is_first
+    proxy = proxy * is_first[..., None]
+    rest = raw * (1.0 - m1)
+    second = ops.cast(ops.argmax(rest, axis=-1), "int32")
+    m2 = ops.one_hot(second, num_experts, dtype="float32")
+    g2 = ops.sum(rest * m2, axis=-1)
+    m2 = m2 * ops.cast(ops.greater(importance, 0.0), "float32")[..., None]
+    denom = g1 + g2 + 1e-9
+    g1 = g1 / denom
+    g2 = g2 / denom
+    loss = ops.mean(ops.mean(m1, axis=-2) * ops.mean(proxy, axis=-2)) * float(
+        num_experts**2
+    )
+    if policy == "none":
+        m2 = m2 * 0.0
+    elif policy == "threshold":
+        m2 = m2 * ops.cast(ops.greater(g2, threshold), "float32")[..., None]
+    elif policy == "random":
+        keep_second = ops.less(uniforms, g2 / max(threshold, 1e-9))
+        m2 = m2 * ops.cast(keep_second, "float32")[..., None]
+    pos1 = ops.sum(exclusive_cumsum(m1, axis=-2) * m1, axis=-1)
+    keep1 = ops.logical_and(ops.less(pos1, capacity), ops.sum(m1, axis=-1) > 0)
+    m1 = m1 * ops.cast(keep1, "float32")[..., None]
+    count1 = ops.sum(m1, axis=-2, keepdims=True)
+    pos2 = ops.sum((exclusive_cumsum(m2, axis=-2) + count1) * m2, axis=-1)
+    keep2 = ops.logical_and(ops.less(pos2, capacity), ops.sum(m2, axis=-1) > 0)
+    keep = ops.stack([keep1, keep2], axis=-1)
+    gates = ops.stack([g1, g2], axis=-1) * ops.cast(keep, "float32")
+    return {
+        "experts": ops.stack([first, second], axis=-1),
+        "positions": ops.cast(ops.stack([pos1, pos2], axis=-1), "int32"),
+        "keep": keep,
+        "gates": gates,
+        "loss": loss,
+    }
+
+
+# --- dispatch -------------------------------------------------------------------
+
+
+def slot_ids(
+    experts: Any, positions: Any, keep: Any, groups: int, capacity: int
+) -> Any:
+    """Flat buffer slot of each assignment, `-1` where it is not kept.
+
+    `experts`, `positions`, `keep` are `[G, S, k]`. Slots are laid out
+    expert-major, `slot = (e * G + g) * C + position`, so the dispatch buffer
+    reshapes to `[E, G * C, d]` with no transpose.
+    """
+    group = ops.reshape(ops.arange(groups, dtype="int32"), (-1, 1, 1))
+    slot = (experts * groups + group) * capacity + positions
+    return ops.where(keep, slot, -1)
+
+
+def index_dispatch(tokens: Any, slots: Any, num_slots: int) -> Any:
+    """Gathers token rows into expert slots: `[T, d]` -> `[num_slots, d]`.
+
+    `slots` is `[T, k]` (from `slot_ids`, flattened over groups). An inverse
+    map slot -> token + 1 is built with one `scatter_update` (dropped
+    assignments write to a spare entry), then `take` reads the rows; empty
+    slots read the zero row 0. The gradient of `take` is a scatter-add, so
+    the backward pass is sparse too.
+    """
+    t, k = ops.shape(slots)[0], slots.shape[-1]
+    flat = ops.reshape(slots, (-1,))
+    target = ops.where(flat >= 0, flat, num_slots)
+    token = ops.reshape(ops.repeat(ops.arange(1, t + 1, dtype="int32"), k), (-1,))
+    inverse = ops.scatter_update(
+        ops.zeros((num_slots + 1,), dtype="int32"),
+        ops.expand_dims(target, -1),
+        token,
+    )[:num_slots]
+    padded = ops.concatenate([ops.zeros_like(tokens[:1]), tokens], axis=0)
+    return ops.take(padded, inverse, axis=0)
+
+
+def index_combine(expert_out: Any, slots: Any, weights: Any) -> Any:
+    """`y[t] = sum_j weights[t, j] * expert_out[slots[t, j]]`.
+
+    `expert_out` is `[num_slots, n]`, `slots` `[T, k]` (`-1` = not kept,
+    read from a zero row), `weights` `[T, k]` in `expert_out`'s dtype.
+    """
+    padded = ops.concatenate([ops.zeros_like(expert_out[:1]), expert_out], axis=0)
+    rows = ops.take(padded, ops.reshape(slots + 1, (-1,)), axis=0)
+    rows = ops.reshape(rows, (-1, slots.shape[-1], expert_out.shape[-1]))
+    return ops.sum(rows * ops.expand_dims(weights, -1), axis=1)
+
+
+def one_hot_combine(
+    experts: Any, positions: Any, keep: Any, gates: Any, num_experts: int, capacity: int
+) -> Any:
+    """The GShard/Mesh-TF combine tensor `[G, S, E, C]`; dispatch is `!= 0`
+    where gates are positive. Not-kept assignments map to index `-1`."""
+    e = ops.one_hot(ops.where(keep, experts, -1), num_experts, dtype="float32")
+    c = ops.one_hot(ops.where(keep, positions, -1), capacity, dtype="float32")
+    return ops.einsum("gsk,gske,gskc->gsec", gates, e, c)
+
+
+def one_hot_dispatch_mask(
+    experts: Any, positions: Any, keep: Any, num_experts: int, capacity: int
+) -> Any:
+    """0/1 dispatch tensor `[G, S, E, C]` of the kept assignments."""
+    e = ops.one_hot(ops.where(keep, experts, -1), num_experts, dtype="float32")
+    c = ops.one_hot(ops.where(keep, positions, -1), capacity, dtype="float32")
+    return ops.einsum("gske,gskc->gsec", e, c)
+
+
+# --- losses ---------------------------------------------------------------------
+
+
+def switch_balance_loss(probs: Any, experts: Any, valid: Any) -> Any:
+    """`E * sum_e f_e * P_e` over valid tokens (minimum 1 at uniform routing).
+
+    `f_e`: fraction of the `k * N` assignments (before capacity) made to `e`;
+    `P_e`: mean router probability of `e`. `probs` `[T, E]`, `experts`
+    `[T, k]`, `valid` `[T]` float.
+    """
+    num_experts = probs.shape[-1]
+    k = experts.shape[-1]
+    count = ops.maximum(ops.sum(valid), 1.0)
+    chosen = ops.sum(ops.one_hot(experts, num_experts, dtype="float32"), axis=1)
+    fraction = ops.sum(chosen * valid[:, None], axis=0) / (k * count)
+    mean_prob = ops.sum(probs * valid[:, None], axis=0) / count
+    return float(num_experts) * ops.sum(fraction * mean_prob)
+
+
+def normal_cdf(x: Any) -> Any:
+    return 0.5 * (1.0 + ops.erf(x * (1.0 / math.sqrt(2.0))))
+
+
+def prob_in_top_k(clean: Any, noisy: Any, stddev: Any, k: int) -> Any:
+    """Shazeer et al. (2017) smooth load: the probability, under fresh noise,
+    that each expert stays in the top k given the other logits (T2T
+    `_prob_in_top_k`). All `[T, E]`; needs `k < E`."""
+    top, _ = ops.top_k(noisy, k + 1)
+    threshold_in = top[:, k : k + 1]
+    threshold_out = top[:, k - 1 : k]
+    is_in = ops.greater(noisy, threshold_in)
+    prob_in = normal_cdf((clean - threshold_in) / stddev)
+    prob_out = normal_cdf((clean - threshold_out) / stddev)
+    return ops.where(is_in, prob_in, prob_out)
+
+
+def z_loss(logits: Any, valid: Any) -> Any:
+    """ST-MoE router z-loss: mean over valid tokens of `logsumexp(logits)^2`."""
+    lse = ops.logsumexp(logits, axis=-1)
+    return ops.sum(ops.square(lse) * valid) / ops.maximum(ops.sum(valid), 1.0)
