@@ -192,3 +192,25 @@ def test_model_losses_and_norms_are_the_layer_inputs():
         np.testing.assert_allclose(
             keras.ops.convert_to_numpy(norms)[i], np.linalg.norm(grad), 1e-4
         )
+
+
+def test_model_saves_and_loads(tmp_path):
+    x, y = _data(64)
+    model = _model()
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    path = tmp_path / "grad_norm.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, models.GradNormModel)
+    assert loaded.get_config()["grad_norm"] == model.get_config()["grad_norm"]
+    for a, b in zip(
+        model.predict(x, verbose=0), loaded.predict(x, verbose=0), strict=True
+    ):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded.grad_norm.task_weights),
+        keras.ops.convert_to_numpy(model.grad_norm.task_weights),
+        atol=1e-6,
+    )
+    loaded.compile(optimizer=keras.optimizers.Adam(0.05))
+    loaded.fit(x, y, epochs=1, batch_size=32, verbose=0)  # trains after reload

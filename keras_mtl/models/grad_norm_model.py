@@ -12,6 +12,7 @@ from keras_mtl.backend.grad_norm import task_losses_and_grad_norms
 from keras_mtl.layers.grad_norm import GradNorm
 
 
+@keras.saving.register_keras_serializable(package="keras_mtl")
 class GradNormModel(keras.Model):
     """Multi-task model trained with `GradNorm` inside `model.fit`.
 
@@ -41,6 +42,9 @@ class GradNormModel(keras.Model):
         grad_norm: a `GradNorm` layer with `n` names. Defaults to
             `GradNorm(["task_0", ...])`.
         **kwargs: Args to pass to `keras.Model`.
+
+    The model saves to and loads from `.keras` files: `get_config` holds the
+    serialized `shared`, `heads`, `task_losses` and `grad_norm`.
     """
 
     def __init__(
@@ -72,8 +76,14 @@ class GradNormModel(keras.Model):
         self.grad_norm = grad_norm
 
     def build(self, input_shape: Any) -> None:
-        self.grad_norm.build(None)
+        if not self.grad_norm.built:
+            self.grad_norm.build(None)
         super().build(input_shape)
+
+    def build_from_config(self, config: dict[str, Any]) -> None:
+        # The sub-layers arrive built from their own configs; build the rest.
+        if config and config.get("input_shape") is not None:
+            self.build(config["input_shape"])
 
     def call(self, inputs: Any, training: bool | None = None) -> list[Any]:
         h = self.shared(inputs, training=training)
@@ -110,3 +120,33 @@ class GradNormModel(keras.Model):
         for loss in self.losses:  # Regularization and add_loss terms.
             total = total + ops.cast(ops.sum(loss), total.dtype)
         return total
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        serialize = keras.saving.serialize_keras_object
+        config.update(
+            {
+                "shared": serialize(self.shared),
+                "heads": [serialize(head) for head in self.heads],
+                "task_losses": [serialize(loss) for loss in self.task_losses],
+                "grad_norm": serialize(self.grad_norm),
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(
+        cls, config: dict[str, Any], custom_objects: Any = None
+    ) -> GradNormModel:
+        config = dict(config)
+        deserialize = keras.saving.deserialize_keras_object
+        for key in ("shared", "grad_norm"):
+            config[key] = deserialize(config[key], custom_objects=custom_objects)
+        config["heads"] = [
+            deserialize(head, custom_objects=custom_objects) for head in config["heads"]
+        ]
+        config["task_losses"] = [
+            deserialize(loss, custom_objects=custom_objects)
+            for loss in config["task_losses"]
+        ]
+        return cls(**config)

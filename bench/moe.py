@@ -1,0 +1,234 @@
+"""Sparse MoE dispatch against the dense path, the one-hot einsum and a matmul.
+
+Layer: `SparseMoE`, T = 4096 tokens, E = 64 experts, k = 2, d = 256, expert
+hidden 512 (relu, then linear back to 256), capacity factor 1.25 (C = 160),
+one group of 4096 tokens. Timed forward and forward+backward (gradients of
+`sum(y^2)` plus the balance loss with respect to every weight), compiled
+where the backend compiles (`jax.jit`, `tf.function(jit_compile=True)`; torch
+runs eagerly), median wall time.
+
+Variants, all the same layer and weights, measured in the same run:
+
+- `index` (ours, the default dispatcher),
+- `einsum`: the single-group one-hot GShard dispatch (`dispatcher="einsum"`),
+- `dense`: every expert on every token (`dispatcher="dense"`),
+- the compute limit: one `[2048, 2048] @ [2048, 2048]` float32 matmul timed
+  in the same run gives the machine's matmul throughput; the layer's
+  efficiency is `active FLOPs / time / that throughput`, active FLOPs being
+  `T * k * 4 * d * h` forward and three times that forward+backward.
+
+`HierarchicalMoE` at 8 x 8 experts and 8192 tokens (groups of 1024,
+capacities 160 / 160) is timed with the index and the einsum dispatchers.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from bench.timing import median_seconds
+from keras_mtl import layers
+
+TOKENS, EXPERTS, TOP_K, DIM, HIDDEN, CF = 4096, 64, 2, 256, 512, 1.25
+MATMUL = 2048
+
+
+def _compiled(layer, x):
+    """`(forward, forward_backward, sync)` closures compiled for the backend."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        tv = [v.value for v in layer.trainable_variables]
+        ntv = [v.value for v in layer.non_trainable_variables]
+
+        def fwd(tv, ntv, x):
+            return layer.stateless_call(tv, ntv, x, training=True)[0]
+
+        def loss(tv, ntv, x):
+            y, _, losses = layer.stateless_call(
+                tv, ntv, x, training=True, return_losses=True
+            )
+            return keras.ops.sum(y * y) + sum(losses)
+
+        jf, jg = jax.jit(fwd), jax.jit(jax.grad(loss))
+        return (
+            lambda: jf(tv, ntv, x),
+            lambda: jg(tv, ntv, x),
+            jax.block_until_ready,
+        )
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        xt = tf.constant(x)
+
+        @tf.function(jit_compile=True)
+        def tf_fwd(x):
+            return layer(x, training=True)
+
+        @tf.function(jit_compile=True)
+        def tf_grad(x):
+            with tf.GradientTape() as tape:
+                y = layer(x, training=True)
+                value = tf.reduce_sum(y * y) + tf.add_n(layer.losses)
+            return tape.gradient(value, layer.trainable_variables)
+
+        return (
+            lambda: tf_fwd(xt),
+            lambda: tf_grad(xt),
+            lambda out: tf.nest.map_structure(lambda t: t.numpy(), out),
+        )
+    import torch
+
+    xt = torch.tensor(x)
+
+    def torch_fwd():
+        with torch.no_grad():
+            return layer(xt, training=True)
+
+    def torch_grad():
+        for v in layer.trainable_variables:
+            v.value.grad = None
+        y = layer(xt, training=True)
+        value = (y * y).sum() + sum(layer.losses)
+        value.backward()
+        return value
+
+    return torch_fwd, torch_grad, None
+
+
+def _matmul_seconds() -> float:
+    """Median time of one float32 `[n, n] @ [n, n]` matmul, compiled."""
+    rng = np.random.RandomState(0)
+    a = rng.standard_normal((MATMUL, MATMUL)).astype("float32")
+    b = rng.standard_normal((MATMUL, MATMUL)).astype("float32")
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        f = jax.jit(lambda a, b: a @ b)
+        return median_seconds(lambda: f(a, b), 2, 7, jax.block_until_ready)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        at, bt = tf.constant(a), tf.constant(b)
+        f = tf.function(lambda a, b: tf.matmul(a, b), jit_compile=True)
+        return median_seconds(lambda: f(at, bt), 2, 7, lambda t: t.numpy())
+    import torch
+
+    at, bt = torch.tensor(a), torch.tensor(b)
+    return median_seconds(lambda: at @ bt, 2, 7)
+
+
+def _layer(cls, x, **kwargs):
+    layer = cls(**kwargs)
+    layer.build(x.shape)
+    rng = np.random.RandomState(1)
+    for v in layer.trainable_variables:  # identical weights for every variant
+        v.assign(
+            (rng.standard_normal(v.shape) / np.sqrt(v.shape[-2])).astype("float32")
+        )
+    return layer
+
+
+def _time(layer, x, repeats=(5, 3)):
+    fwd, grad, sync = _compiled(layer, x)
+    t_fwd = median_seconds(fwd, 1, repeats[0], sync)
+    t_grad = median_seconds(grad, 1, repeats[1], sync)
+    return t_fwd, t_grad
+
+
+def run() -> list[dict]:
+    rng = np.random.RandomState(0)
+    x = rng.standard_normal((TOKENS, DIM)).astype("float32")
+    peak = 2.0 * MATMUL**3 / _matmul_seconds()  # FLOP/s
+    active = TOKENS * TOP_K * 4.0 * DIM * HIDDEN  # forward FLOPs
+    times = {}
+    dropped = None
+    for dispatcher in ("index", "einsum", "dense"):
+        layer = _layer(
+            layers.SparseMoE,
+            x,
+            num_experts=EXPERTS,
+            expert_hidden_units=[HIDDEN],
+            top_k=TOP_K,
+            capacity_factor=CF,
+            eval_capacity_factor=CF,
+            dispatcher=dispatcher,
+        )
+        times[dispatcher] = _time(layer, x, (5, 3) if dispatcher == "index" else (3, 2))
+        if dropped is None:
+            layer(x, training=True)
+            dropped = float(keras.ops.convert_to_numpy(layer.dropped_fraction))
+    rows = []
+    lines = [
+        f"matmul {MATMUL}^3 float32: {peak / 1e9:.1f} GFLOP/s; "
+        f"SparseMoE T={TOKENS} E={EXPERTS} k={TOP_K} d={DIM} h={HIDDEN} "
+        f"cf={CF} (C=160), dropped assignments {dropped:.1%}",
+        "",
+        "| SparseMoE | fwd ms | fwd+bwd ms | fwd % of matmul | fwd+bwd % of matmul |",
+        "|---|---|---|---|---|",
+    ]
+    for name, (t_fwd, t_grad) in times.items():
+        lines.append(
+            f"| {name} | {t_fwd * 1e3:.1f} | {t_grad * 1e3:.1f} | "
+            f"{active / t_fwd / peak:.0%} | {3 * active / t_grad / peak:.0%} |"
+        )
+    for base in ("dense", "einsum"):
+        for i, mode in enumerate(("fwd", "fwd+bwd")):
+            rows.append(
+                {
+                    "benchmark": f"SparseMoE index {mode}",
+                    "baseline": f"{base} dispatcher",
+                    "baseline_ms": times[base][i] * 1e3,
+                    "ours_ms": times["index"][i] * 1e3,
+                    "ratio": times["index"][i] / times[base][i],
+                }
+            )
+    for i, mode in enumerate(("fwd", "fwd+bwd")):
+        rows.append(
+            {
+                "benchmark": f"SparseMoE index {mode}",
+                "baseline": "matmul at active FLOPs",
+                "baseline_ms": (1 + 2 * i) * active / peak * 1e3,
+                "ours_ms": times["index"][i] * 1e3,
+                "ratio": times["index"][i] / ((1 + 2 * i) * active / peak),
+            }
+        )
+
+    xh = rng.standard_normal((2 * TOKENS, DIM)).astype("float32")
+    htimes = {}
+    for dispatcher in ("index", "einsum"):
+        layer = _layer(
+            layers.HierarchicalMoE,
+            xh,
+            num_experts=(8, 8),
+            expert_hidden_units=HIDDEN,
+            group_size=1024,
+            second_policy_train="all",
+            dispatcher=dispatcher,
+        )
+        htimes[dispatcher] = _time(layer, xh, (3, 2))
+    sizes = layer.layout(2 * TOKENS, training=True)
+    lines += [
+        "",
+        f"HierarchicalMoE 8x8 experts, {2 * TOKENS} tokens, d={DIM} h={HIDDEN}, "
+        f"layout {sizes}",
+        "",
+        "| HierarchicalMoE | fwd ms | fwd+bwd ms |",
+        "|---|---|---|",
+    ]
+    for name, (t_fwd, t_grad) in htimes.items():
+        lines.append(f"| {name} | {t_fwd * 1e3:.1f} | {t_grad * 1e3:.1f} |")
+    for i, mode in enumerate(("fwd", "fwd+bwd")):
+        rows.append(
+            {
+                "benchmark": f"HierarchicalMoE 8x8 index {mode}",
+                "baseline": "einsum dispatcher",
+                "baseline_ms": htimes["einsum"][i] * 1e3,
+                "ours_ms": htimes["index"][i] * 1e3,
+                "ratio": htimes["index"][i] / htimes["einsum"][i],
+            }
+        )
+    print("\n".join(lines) + "\n")
+    return rows

@@ -1,0 +1,584 @@
+"""Unit tests for SparseMoE and HierarchicalMoE (run once per KERAS_BACKEND).
+
+Numeric outputs are pinned by the specs (`specs/sparse_moe*`,
+`specs/hierarchical_moe*`); these tests cover argument errors, equality of
+the dispatchers, capacity and drops, masks, losses, statistics, mixed
+precision, compiled calls, config round-trips and training in `model.fit`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_mtl import routing
+from keras_mtl.layers import HierarchicalMoE
+from keras_mtl.layers import SparseMoE
+from tests.conftest import BACKEND
+
+
+def _np(x):
+    return np.asarray(ops.convert_to_numpy(x))
+
+
+def _x(shape, seed=0):
+    return np.random.RandomState(seed).standard_normal(shape).astype("float32")
+
+
+def _randomize(layer, seed=0, scale=0.5):
+    rng = np.random.RandomState(seed)
+    for v in layer.trainable_weights:
+        v.assign((scale * rng.standard_normal(v.shape)).astype("float32"))
+
+
+def _sparse(x, init_seed=0, **kwargs):
+    kwargs.setdefault("num_experts", 6)
+    kwargs.setdefault("expert_hidden_units", [5])
+    layer = SparseMoE(**kwargs)
+    layer.build(x.shape)
+    _randomize(layer, init_seed)
+    return layer
+
+
+def _hier(x, init_seed=0, **kwargs):
+    kwargs.setdefault("num_experts", (3, 2))
+    kwargs.setdefault("expert_hidden_units", 5)
+    layer = HierarchicalMoE(**kwargs)
+    layer.build(x.shape)
+    _randomize(layer, init_seed)
+    return layer
+
+
+# --- errors -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"top_k": 5, "num_experts": 3}, r"Received: top_k=5 with num_experts=3"),
+        ({"top_k": 0}, r"top_k=0"),
+        ({"gate_type": "noisy_topk", "top_k": 4, "num_experts": 4}, r"top_k=4"),
+        ({"gate_type": "switch"}, r"gate_type='switch'"),
+        ({"dispatcher": "ragged"}, r"dispatcher='ragged'"),
+        ({"capacity_factor": 0.0}, r"capacity_factor=0.0"),
+        ({"eval_capacity_factor": -1.0}, r"eval_capacity_factor=-1.0"),
+        ({"min_capacity": 0}, r"min_capacity=0"),
+        ({"group_size": 0}, r"group_size=0"),
+        ({"jitter_eps": 1.5}, r"jitter_eps=1.5"),
+        ({"balance_loss_weight": -0.1}, r"balance_loss_weight=-0.1"),
+        ({"activation": "prelu"}, r"activation='prelu'"),
+        ({"activation": "nope"}, r"activation='nope'"),
+        ({"expert_hidden_units": [4, 0]}, r"expert_hidden_units"),
+    ],
+)
+def test_sparse_moe_bad_arguments(kwargs, match):
+    kwargs = {"num_experts": 4, "expert_hidden_units": 3, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        SparseMoE(**kwargs)
+
+
+def test_sparse_moe_group_size_must_divide_without_padding():
+    layer = SparseMoE(4, 3, group_size=8, pad_to_group=False)
+    with pytest.raises(ValueError, match=r"group_size=8 with 12 tokens"):
+        layer(_x((3, 4, 5)))
+    # With padding (the default) the same call works.
+    assert SparseMoE(4, 3, group_size=8)(_x((3, 4, 5))).shape == (3, 4, 5)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_experts": (1, 4)}, r"num_experts=\(1, 4\)"),
+        ({"num_experts": 8}, r"num_experts=8"),
+        ({"second_policy_train": "sample"}, r"second_policy_train='sample'"),
+        ({"second_policy_eval": "top"}, r"second_policy_eval='top'"),
+        ({"capacity_factor": 0}, r"capacity_factor=0"),
+        ({"second_level_capacity_factor": -2.0}, r"second_level_capacity_factor"),
+        ({"dispatcher": "dense"}, r"dispatcher='dense'"),
+        ({"second_threshold_eval": -0.5}, r"second_threshold_eval=-0.5"),
+    ],
+)
+def test_hierarchical_moe_bad_arguments(kwargs, match):
+    kwargs = {"num_experts": (2, 2), "expert_hidden_units": 3, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        HierarchicalMoE(**kwargs)
+
+
+# --- capacity and groups ---------------------------------------------------------
+
+
+def test_capacity_formulas():
+    # moe.md §2.3: S=4096, k=2, cf=1.25, E=64 -> C=160.
+    assert routing.expert_capacity(4096, 64, 2, 1.25, 4) == 160
+    assert routing.expert_capacity(10, 8, 1, 0.1, 4) == 4  # the minimum
+    assert routing.expert_capacity(6, 2, 2, 4.0, 1) == 6  # at most S
+    # Mesh-TF: no factor k, floor, then the minimum.
+    assert routing.mtf_capacity(1024, 8, 1.25, 4) == 160
+    assert routing.mtf_capacity(16, 8, 1.0, 4) == 4
+    assert routing.split_into_groups(4096, 1024) == (4, 1024)
+    assert routing.split_into_groups(100, 64) == (1, 100)
+    assert routing.split_into_groups(96, 40) == (2, 48)
+    assert routing.split_into_groups(7, 2) == (7, 1)
+
+
+def test_positions_are_choice_major_and_skip_padding():
+    experts = ops.convert_to_tensor(np.array([[[0, 1], [0, 2], [1, 0]]], "int32"))
+    valid = ops.convert_to_tensor(np.array([[1.0, 0.0, 1.0]], "float32"))
+    pos = _np(routing.choice_major_positions(experts, valid, 3))
+    # First choices: token 0 -> e0 @0, token 1 padded (no place), token 2 -> e1 @0.
+    # Second choices: token 0 -> e1 @1, token 2 -> e0 @1.
+    assert pos[0, 0].tolist() == [0, 1]
+    assert pos[0, 2].tolist() == [0, 1]
+
+
+# --- dispatchers, drops, statistics ----------------------------------------------
+
+
+@pytest.mark.parametrize("top_k", [1, 2, 4])
+@pytest.mark.parametrize("cf", [8.0, 0.5])
+def test_dispatchers_agree_with_and_without_drops(top_k, cf):
+    x = _x((4, 9, 8))
+    mask = np.ones((4, 9), bool)
+    mask[1, 5:] = False
+    outs = {}
+    for dispatcher in ("index", "einsum", "dense"):
+        layer = _sparse(
+            x,
+            top_k=top_k,
+            dispatcher=dispatcher,
+            eval_capacity_factor=cf,
+            min_capacity=1,
+            group_size=12,
+        )
+        outs[dispatcher] = _np(layer(x, mask=mask))
+        dropped = float(_np(layer.dropped_fraction))
+        assert (dropped == 0.0) == (cf == 8.0), dropped
+    np.testing.assert_allclose(outs["index"], outs["einsum"], atol=2e-6)
+    np.testing.assert_allclose(outs["index"], outs["dense"], atol=2e-6)
+
+
+def test_large_capacity_equals_dense_moe_without_routing_limits():
+    """With room for everything, y = sum over the top k of gate * expert(x)."""
+    x = _x((10, 6), seed=3)
+    layer = _sparse(x, top_k=2, eval_capacity_factor=10.0, expert_hidden_units=[])
+    probs = _np(ops.softmax(ops.matmul(x, layer.router_kernel)))
+    kernel = _np(layer.expert_kernels[0])
+    bias = _np(layer.expert_biases[0])
+    expected = np.zeros((10, 6), "float32")
+    for t in range(10):
+        top = np.argsort(-probs[t])[:2]
+        g = probs[t, top] / probs[t, top].sum()
+        for j, e in enumerate(top):
+            expected[t] += g[j] * (x[t] @ kernel[e] + bias[e])
+    np.testing.assert_allclose(_np(layer(x)), expected, atol=1e-5)
+
+
+def test_dropped_tokens_are_counted_and_output_zero():
+    x = _x((16, 4), seed=1)
+    layer = _sparse(
+        x, num_experts=2, top_k=1, eval_capacity_factor=0.25, min_capacity=1
+    )
+    # C = ceil(1 * 16 * 0.25 / 2) = 2 per expert: at most 4 of 16 tokens kept.
+    y = _np(layer(x))
+    kept_rows = np.count_nonzero(np.abs(y).sum(-1) > 0)
+    assert kept_rows <= 4
+    np.testing.assert_allclose(float(_np(layer.dropped_fraction)), 1 - kept_rows / 16)
+    np.testing.assert_allclose(_np(layer.expert_load).sum(), kept_rows / 16, atol=1e-6)
+
+
+def test_padded_tokens_are_independent_of_their_values_and_take_no_capacity():
+    x = _x((2, 8, 4), seed=2)
+    mask = np.ones((2, 8), bool)
+    mask[0, 3:] = False
+    layer = _sparse(x, top_k=2, eval_capacity_factor=1.0, min_capacity=1, group_size=16)
+    y1 = _np(layer(x, mask=mask))
+    load1 = _np(layer.expert_load)
+    x2 = x.copy()
+    x2[0, 3:] = 1e3  # padded values must not matter
+    y2 = _np(layer(x2, mask=mask))
+    np.testing.assert_array_equal(y1, y2)
+    np.testing.assert_array_equal(load1, _np(layer.expert_load))
+    np.testing.assert_array_equal(y1[0, 3:], 0.0)
+
+
+def test_balance_loss_minimum_and_growth_with_imbalance():
+    probs = np.full((8, 4), 0.25, "float32")
+    experts = np.array([[i % 4, (i + 1) % 4] for i in range(8)], "int32")
+    valid = np.ones((8,), "float32")
+    uniform = float(_np(routing.switch_balance_loss(probs, experts, valid)))
+    np.testing.assert_allclose(uniform, 1.0, rtol=1e-6)
+    skew = np.tile(np.array([[0.7, 0.1, 0.1, 0.1]], "float32"), (8, 1))
+    collapsed = np.tile(np.array([[0, 1]], "int32"), (8, 1))
+    worse = float(_np(routing.switch_balance_loss(skew, collapsed, valid)))
+    assert worse > uniform
+
+
+def test_losses_sum_with_coefficients_and_ignore_padding():
+    x = _x((12, 5), seed=4)
+    mask = np.ones((12,), bool)
+    mask[8:] = False
+    parts = {}
+    for name in ("balance_loss_weight", "importance_loss_weight", "z_loss_weight"):
+        weights = {
+            "balance_loss_weight": 0.0,
+            "importance_loss_weight": 0.0,
+            "z_loss_weight": 0.0,
+        }
+        weights[name] = 2.0
+        layer = _sparse(x, **weights)
+        layer(x, mask=mask)
+        (loss,) = layer.losses
+        parts[name] = float(_np(loss))
+        x_pad = x.copy()
+        x_pad[8:] = 50.0
+        layer(x_pad, mask=mask)
+        np.testing.assert_allclose(float(_np(layer.losses[0])), parts[name], rtol=1e-6)
+    layer = _sparse(
+        x, balance_loss_weight=2.0, importance_loss_weight=2.0, z_loss_weight=2.0
+    )
+    layer(x, mask=mask)
+    np.testing.assert_allclose(
+        float(_np(layer.losses[0])), sum(parts.values()), rtol=1e-5
+    )
+    silent = _sparse(x, balance_loss_weight=0.0)
+    silent(x)
+    assert silent.losses == []
+
+
+def test_noise_and_jitter_only_in_training_and_reproducible():
+    x = _x((20, 6), seed=5)
+    layer = _sparse(x, gate_type="noisy_topk", jitter_eps=0.1, seed=3)
+    layer.noise_kernel.assign(np.full(layer.noise_kernel.shape, 0.5, "float32"))
+    a, b = _np(layer(x)), _np(layer(x))
+    np.testing.assert_array_equal(a, b)
+    t1, t2 = _np(layer(x, training=True)), _np(layer(x, training=True))
+    assert not np.allclose(t1, t2)
+    outs = []
+    for _ in range(2):
+        again = _sparse(x, gate_type="noisy_topk", jitter_eps=0.1, seed=3)
+        again.noise_kernel.assign(np.full(again.noise_kernel.shape, 0.5, "float32"))
+        outs.append(_np(again(x, training=True)))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_injected_router_noise_is_deterministic():
+    x = _x((10, 6), seed=6)
+    noise = _x((10, 6), seed=7)
+    layer = _sparse(x, gate_type="noisy_topk", importance_loss_weight=1.0)
+    a = _np(layer(x, training=True, router_noise=noise))
+    b = _np(layer(x, training=True, router_noise=noise))
+    np.testing.assert_array_equal(a, b)
+    c = _np(layer(x, training=True, router_noise=np.zeros_like(noise)))
+    assert not np.allclose(a, c)
+
+
+def test_mixed_precision_routes_in_float32():
+    keras.config.set_dtype_policy("mixed_float16")
+    x = _x((3, 8, 6), seed=8)
+    layer = SparseMoE(6, [5], group_size=8, importance_loss_weight=0.1)
+    y = layer(x)
+    assert keras.backend.standardize_dtype(y.dtype) == "float16"
+    assert keras.backend.standardize_dtype(layer.losses[0].dtype) == "float32"
+    assert layer.router_kernel.dtype == "float32"
+    assert layer.expert_load.dtype == "float32"
+    assert np.isfinite(_np(y)).all()
+
+
+def test_output_dim_and_symbolic_shapes():
+    layer = SparseMoE(4, [6, 5], output_dim=3, group_size=8)
+    inputs = keras.Input((7, 10))
+    out = layer(inputs)
+    assert tuple(out.shape) == (None, 7, 3)
+    model = keras.Model(inputs, out)
+    assert model(_x((2, 7, 10))).shape == (2, 7, 3)
+    assert [w.path.split("/")[-1] for w in layer.weights] == [
+        "router_kernel",
+        "expert_kernel_0",
+        "expert_bias_0",
+        "expert_kernel_1",
+        "expert_bias_1",
+        "expert_kernel_2",
+        "expert_bias_2",
+        "expert_load",
+        "dropped_fraction",
+    ]
+    assert tuple(layer.expert_kernels[1].shape) == (4, 6, 5)
+
+
+def test_masking_layer_mask_is_used():
+    x = _x((2, 6, 4), seed=9)
+    x[1, 4:] = 0.0
+    inputs = keras.Input((6, 4))
+    masked = keras.layers.Masking(0.0)(inputs)
+    layer = SparseMoE(4, [3], group_size=4)
+    model = keras.Model(inputs, layer(masked))
+    y = _np(model(x))
+    np.testing.assert_array_equal(y[1, 4:], 0.0)
+
+
+# --- HierarchicalMoE ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["all", "none", "threshold", "random"])
+def test_hierarchical_dispatchers_agree(policy):
+    x = _x((4, 12, 8))
+    mask = np.ones((4, 12), bool)
+    mask[2, 7:] = False
+    outs = []
+    for dispatcher in ("index", "einsum"):
+        layer = _hier(
+            x,
+            group_size=16,
+            min_capacity=2,
+            dispatcher=dispatcher,
+            second_policy_eval=policy,
+            second_threshold_eval=0.3,
+            use_bias=True,
+        )
+        sizes = layer.layout(48)
+        u1 = np.random.RandomState(1).rand(48).astype("float32")
+        u2 = (
+            np.random.RandomState(2).rand(3, sizes["G1"] * sizes["C"]).astype("float32")
+        )
+        y = _np(layer(x, mask=mask, outer_uniforms=u1, inner_uniforms=u2))
+        np.testing.assert_array_equal(y[2, 7:], 0.0)
+        outs.append(y)
+    np.testing.assert_allclose(outs[0], outs[1], atol=2e-6)
+
+
+def test_hierarchical_layout_follows_mesh_tf():
+    layer = HierarchicalMoE((8, 8), 512, group_size=1024)
+    sizes = layer.layout(8192, training=True)
+    # 8 groups of 1024; C = int(1024 * 1.25 / 8) = 160; 8*160 = 1280 slots per
+    # outer expert -> 1 group of 1280; D = int(1280 * 1.0 / 8) = 160.
+    assert sizes == {"G1": 8, "S": 1024, "C": 160, "G2": 1, "t": 1280, "D": 160}
+    assert layer.layout(8192)["C"] == 256  # eval factor 2.0
+
+
+def test_top2_importance_half_goes_to_best_expert_with_weight_one():
+    logits = ops.convert_to_tensor(
+        np.array([[[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [1.0, 0.0, 2.5]]], "float32")
+    )
+    importance = ops.convert_to_tensor(np.array([[1.0, 0.5, 0.0]], "float32"))
+    out = routing.top2_gating(logits, 4, importance, "all", 0.2, None)
+    experts, keep, gates = _np(out["experts"]), _np(out["keep"]), _np(out["gates"])
+    # Token 1 (importance 0.5): no first choice; its "second" is its best expert.
+    assert not keep[0, 1, 0] and keep[0, 1, 1]
+    assert experts[0, 1, 1] == 1
+    np.testing.assert_allclose(gates[0, 1, 1], 1.0, atol=1e-6)
+    # Token 2 (importance 0) goes nowhere; token 0 keeps both choices.
+    assert not keep[0, 2].any() and keep[0, 0].all()
+
+
+def test_top2_policies():
+    rng = np.random.RandomState(0)
+    logits = ops.convert_to_tensor(rng.standard_normal((2, 16, 4)).astype("float32"))
+    importance = ops.ones((2, 16))
+    kept = {}
+    for policy in ("all", "none", "threshold"):
+        out = routing.top2_gating(logits, 16, importance, policy, 0.3, None)
+        kept[policy] = _np(out["keep"])[..., 1]
+        if policy == "threshold":
+            g2 = _np(out["gates"])[..., 1]
+            assert (g2[kept[policy]] > 0.3).all()
+    assert kept["all"].all() and not kept["none"].any()
+    uniforms = ops.convert_to_tensor(rng.rand(2, 16).astype("float32"))
+    tiny = routing.top2_gating(logits, 16, importance, "random", 1e-12, uniforms)
+    np.testing.assert_array_equal(_np(tiny["keep"])[..., 1], kept["all"])
+
+
+def test_hierarchical_random_policy_only_random_where_asked():
+    x = _x((32, 6), seed=3)
+    layer = _hier(
+        x, group_size=16, second_threshold_eval=0.9, second_threshold_train=0.9, seed=1
+    )
+    # Mesh-TF's default policy ("random") samples at inference too.
+    assert not np.array_equal(_np(layer(x)), _np(layer(x)))
+    det = _hier(x, group_size=16, second_policy_eval="threshold")
+    np.testing.assert_array_equal(_np(det(x)), _np(det(x)))
+    t1 = _np(layer(x, training=True))
+    t2 = _np(layer(x, training=True))
+    assert not np.array_equal(t1, t2)
+
+
+def test_hierarchical_loss_is_scaled_sum():
+    x = _x((16, 6), seed=4)
+    layer = _hier(x, group_size=16, second_policy_eval="all", loss_coef=1.0)
+    layer(x)
+    base = float(_np(layer.losses[0]))
+    scaled = _hier(x, group_size=16, second_policy_eval="all", loss_coef=0.01)
+    scaled(x)
+    np.testing.assert_allclose(float(_np(scaled.losses[0])), base * 0.01, rtol=1e-6)
+    # Each level's loss is >= 1 at any routing (E^2 mean(f * p) with sum f = 1).
+    assert base > 0
+
+
+def test_hierarchical_needs_static_tokens():
+    layer = HierarchicalMoE((2, 2), 4)
+    inputs = keras.Input((5, 3))
+    assert tuple(layer(inputs).shape) == (None, 5, 3)  # symbolic shape only
+    with pytest.raises(ValueError, match="static token count"):
+        layer.call(keras.KerasTensor((None, 3)))
+
+
+# --- config, saving, compiled, fit -------------------------------------------------
+
+
+def test_config_roundtrip_every_argument():
+    sparse = SparseMoE(
+        num_experts=5,
+        expert_hidden_units=[7, 3],
+        output_dim=4,
+        top_k=3,
+        gate_type="noisy_topk",
+        normalize_gates=False,
+        capacity_factor=1.5,
+        eval_capacity_factor=3.0,
+        min_capacity=2,
+        group_size=16,
+        pad_to_group=False,
+        dispatcher="einsum",
+        activation="gelu",
+        use_bias=False,
+        jitter_eps=0.05,
+        balance_loss_weight=0.2,
+        importance_loss_weight=0.3,
+        z_loss_weight=0.001,
+        kernel_initializer=keras.initializers.HeNormal(seed=1),
+        bias_initializer="ones",
+        router_initializer=keras.initializers.RandomNormal(stddev=0.1, seed=2),
+        noise_initializer="ones",
+        seed=11,
+    )
+    hier = HierarchicalMoE(
+        num_experts=(3, 4),
+        expert_hidden_units=9,
+        output_dim=2,
+        group_size=64,
+        capacity_factor=1.1,
+        eval_capacity_factor=1.7,
+        second_level_capacity_factor=1.3,
+        min_capacity=3,
+        second_policy_train="threshold",
+        second_policy_eval="none",
+        second_threshold_train=0.3,
+        second_threshold_eval=0.4,
+        loss_coef=0.5,
+        dispatcher="einsum",
+        activation="tanh",
+        use_bias=True,
+        kernel_initializer="he_uniform",
+        bias_initializer="ones",
+        router_initializer="zeros",
+        seed=5,
+    )
+    for layer in (sparse, hier):
+        config = layer.get_config()
+        json.dumps(config)
+        clone = layer.__class__.from_config(config)
+        assert clone.get_config() == config
+
+
+def test_save_and_load(tmp_path):
+    inputs = keras.Input((6, 5))
+    y = SparseMoE(4, [6], group_size=6, name="moe")(inputs)
+    y = HierarchicalMoE((2, 2), 4, group_size=8, second_policy_eval="all")(y)
+    model = keras.Model(inputs, y)
+    x = _x((2, 6, 5))
+    before = _np(model(x))
+    path = tmp_path / "moe.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(_np(loaded(x)), before, atol=1e-6)
+
+
+def _loss_and_grads(layer, x):
+    """Loss and gradients through the backend's compiler (jit / XLA / compile)."""
+    if BACKEND == "jax":
+        import jax
+
+        tv = [v.value for v in layer.trainable_variables]
+        ntv = [v.value for v in layer.non_trainable_variables]
+
+        def loss(tv, ntv, x):
+            y, _ = layer.stateless_call(tv, ntv, x, training=True)
+            return ops.sum(y * y)
+
+        value, grads = jax.jit(jax.value_and_grad(loss))(tv, ntv, x)
+        return float(value), [np.asarray(g) for g in grads]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        @tf.function(jit_compile=True)
+        def step(x):
+            with tf.GradientTape() as tape:
+                y = layer(x, training=True)
+                value = tf.reduce_sum(y * y)
+            return value, tape.gradient(value, layer.trainable_variables)
+
+        value, grads = step(tf.constant(x))
+        return float(value), [g.numpy() for g in grads]
+    import torch
+
+    def step(x):
+        for v in layer.trainable_variables:
+            v.value.grad = None
+        y = layer(x, training=True)
+        value = (y * y).sum()
+        value.backward()
+        return value
+
+    value = torch.compile(step)(torch.tensor(x))
+    grads = [v.value.grad.detach().numpy() for v in layer.trainable_variables]
+    return float(value.detach()), grads
+
+
+@pytest.mark.parametrize("cls", ["sparse", "hierarchical"])
+def test_compiled_forward_and_backward(cls):
+    x = _x((32, 6), seed=12)
+    if cls == "sparse":
+        layer = _sparse(x, group_size=16, capacity_factor=1.0, min_capacity=1)
+    else:
+        layer = _hier(x, group_size=16, second_policy_train="threshold")
+    value, grads = _loss_and_grads(layer, x)
+    y = _np(layer(x, training=True))
+    np.testing.assert_allclose(value, float((y * y).sum()), rtol=1e-5)
+    assert len(grads) == len(layer.trainable_variables)
+    assert all(np.isfinite(g).all() for g in grads)
+    # The router gets gradient through the gates; every expert kernel too.
+    assert np.abs(grads[0]).sum() > 0
+
+
+def _fit_data():
+    rng = np.random.RandomState(0)
+    x = rng.standard_normal((96, 8, 6)).astype("float32")
+    y = np.tanh(x @ rng.standard_normal((6, 6))).astype("float32")
+    return x, y
+
+
+def _fit_reduces_loss(model, x, y, batch_size):
+    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
+    first = model.evaluate(x, y, verbose=0, batch_size=32)
+    model.fit(x, y, epochs=8, batch_size=batch_size, verbose=0)
+    assert model.evaluate(x, y, verbose=0, batch_size=32) < 0.8 * first
+
+
+def test_sparse_moe_fit_with_unknown_batch_size():
+    x, y = _fit_data()
+    inputs = keras.Input((8, 6))
+    h = SparseMoE(4, [16], group_size=32, capacity_factor=1.5)(inputs)
+    # 96 % 40 != 0: the last batch is smaller and the group padding adapts
+    # (TensorFlow traces with an unknown batch size).
+    _fit_reduces_loss(keras.Model(inputs, keras.layers.Add()([inputs, h])), x, y, 40)
+
+
+def test_hierarchical_moe_fit_with_static_batch():
+    # Mesh-TF derives groups from the token count, so the batch is static.
+    x, y = _fit_data()
+    inputs = keras.Input((8, 6), batch_size=32)
+    h = HierarchicalMoE((2, 2), 8, group_size=32, second_policy_train="all")(inputs)
+    _fit_reduces_loss(keras.Model(inputs, keras.layers.Add()([inputs, h])), x, y, 32)
