@@ -283,6 +283,9 @@ class SparseMoE(keras.layers.Layer):
             initializer="zeros",
             trainable=False,
             dtype="float32",
+            # Under a mixed policy torch's autocast would hand `assign` a
+            # cast copy and drop the write (as for BatchNorm statistics).
+            autocast=False,
         )
         self.dropped_fraction = self.add_weight(
             name="dropped_fraction",
@@ -290,6 +293,9 @@ class SparseMoE(keras.layers.Layer):
             initializer="zeros",
             trainable=False,
             dtype="float32",
+            # Under a mixed policy torch's autocast would hand `assign` a
+            # cast copy and drop the write (as for BatchNorm statistics).
+            autocast=False,
         )
 
     # -- sizes -------------------------------------------------------------------
