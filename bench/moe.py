@@ -18,7 +18,8 @@ Variants, all the same layer and weights, measured in the same run:
   `T * k * 4 * d * h` forward and three times that forward+backward.
 
 `HierarchicalMoE` at 8 x 8 experts and 8192 tokens (groups of 1024,
-capacities 160 / 160) is timed with the index and the einsum dispatchers.
+capacities 160 / 160) is timed with the index and the einsum dispatchers
+(on TensorFlow its forward+backward runs without XLA, see `_compiled`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ TOKENS, EXPERTS, TOP_K, DIM, HIDDEN, CF = 4096, 64, 2, 256, 512, 1.25
 MATMUL = 2048
 
 
-def _compiled(layer, x):
-    """`(forward, forward_backward, sync)` closures compiled for the backend."""
+def _compiled(layer, x, xla_backward=True):
+    """`(forward, forward_backward, sync)` closures compiled for the backend.
+
+    `xla_backward=False` runs TensorFlow's forward+backward as a graph without
+    XLA: XLA's CPU compiler needs minutes for the two-level index dispatch's
+    backward pass (220 s at 2048 tokens), against well under a second without.
+    """
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -66,7 +72,7 @@ def _compiled(layer, x):
         def tf_fwd(x):
             return layer(x, training=True)
 
-        @tf.function(jit_compile=True)
+        @tf.function(jit_compile=xla_backward)
         def tf_grad(x):
             with tf.GradientTape() as tape:
                 y = layer(x, training=True)
@@ -131,8 +137,8 @@ def _layer(cls, x, **kwargs):
     return layer
 
 
-def _time(layer, x, repeats=(5, 3)):
-    fwd, grad, sync = _compiled(layer, x)
+def _time(layer, x, repeats=(5, 3), xla_backward=True):
+    fwd, grad, sync = _compiled(layer, x, xla_backward)
     t_fwd = median_seconds(fwd, 1, repeats[0], sync)
     t_grad = median_seconds(grad, 1, repeats[1], sync)
     return t_fwd, t_grad
@@ -208,7 +214,7 @@ def run() -> list[dict]:
             second_policy_train="all",
             dispatcher=dispatcher,
         )
-        htimes[dispatcher] = _time(layer, xh, (3, 2))
+        htimes[dispatcher] = _time(layer, xh, (3, 2), xla_backward=False)
     sizes = layer.layout(2 * TOKENS, training=True)
     lines += [
         "",
