@@ -10,8 +10,9 @@ import keras
 from bench import core_layers
 from bench import dcn
 from bench import mmoe
+from bench import seq
 
-SUITES = {"core": core_layers.run, "dcn": dcn.run, "mmoe": mmoe.run}
+SUITES = {"core": core_layers.run, "dcn": dcn.run, "mmoe": mmoe.run, "seq": seq.run}
 
 
 def main() -> None:
