@@ -65,7 +65,9 @@ def run() -> list[dict[str, object]]:
                 model = build(dim, layer_num, r)
                 model.compile(optimizer="sgd", loss="mse", jit_compile=True)
                 steps[name] = lambda m=model, x=x, y=y: m.train_on_batch(x, y)
-            times = paired_median_seconds(steps, repeats=REPEATS)
+            times = paired_median_seconds(
+                steps, repeats=REPEATS, interleave=keras.backend.backend() != "torch"
+            )
             rows.append(
                 {
                     "benchmark": f"DCN {label} fwd+bwd B={batch} D={dim} L={layer_num}",
