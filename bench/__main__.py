@@ -11,8 +11,15 @@ from bench import core_layers
 from bench import dcn
 from bench import mmoe
 from bench import moe
+from bench import seq
 
-SUITES = {"core": core_layers.run, "dcn": dcn.run, "mmoe": mmoe.run, "moe": moe.run}
+SUITES = {
+    "core": core_layers.run,
+    "dcn": dcn.run,
+    "mmoe": mmoe.run,
+    "moe": moe.run,
+    "seq": seq.run,
+}
 
 
 def main() -> None:

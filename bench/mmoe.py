@@ -11,7 +11,9 @@ gates, a `Dense(1)` head per task, the sum of the two MSEs, Adam.
   on TensorFlow.
 
 Ours uses MMoE's defaults, so its experts are weight-normalized (the
-baselines are not): the ratio includes that cost.
+baselines are not): the ratio includes that cost. A second row per size
+times ours with `use_weight_norm=False` against the loop, like with like.
+All models of a size are timed in alternation (`paired_median_seconds`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from bench.timing import median_seconds
+from bench.timing import paired_median_seconds
 from keras_mtl import layers
 
 SIZES = [(512, 128, 8, [64, 32]), (2048, 512, 8, [256, 128])]
@@ -32,13 +34,16 @@ def _compile(inputs, outputs) -> keras.Model:
     return model
 
 
-def _ours(dim: int, experts: int, dims: list[int]) -> keras.Model:
+def _ours(
+    dim: int, experts: int, dims: list[int], weight_norm: bool = True
+) -> keras.Model:
     x = keras.Input((dim,))
     ys = layers.MMoE(
         num_tasks=TASKS,
         expert_output_dims=dims,
         expert_activations="relu",
         num_experts=experts,
+        use_weight_norm=weight_norm,
     )(x)
     return _compile(x, [keras.layers.Dense(1)(y) for y in ys])
 
@@ -173,12 +178,17 @@ def run() -> list[dict[str, object]]:
     for batch, dim, experts, dims in SIZES:
         x = rng.standard_normal((batch, dim)).astype("float32")
         ys = [rng.standard_normal((batch, 1)).astype("float32") for _ in range(TASKS)]
-        times = {}
-        for kind, make in (("ours", _ours), ("loop", _keras_loop)):
-            model = make(dim, experts, dims)
-            times[kind] = median_seconds(
-                lambda m=model, x=x, ys=ys: m.train_on_batch(x, ys), repeats=10
-            )
+        steps = {}
+        for kind, model in (
+            ("ours", _ours(dim, experts, dims)),
+            ("ours_plain", _ours(dim, experts, dims, weight_norm=False)),
+            ("loop", _keras_loop(dim, experts, dims)),
+        ):
+            steps[kind] = lambda m=model, x=x, ys=ys: m.train_on_batch(x, ys)
+        if backend in NATIVE:
+            steps["native"] = NATIVE[backend](dim, experts, dims)(x, ys)
+        # Timed in alternation, so load drifts of the shared machine hit all.
+        times = paired_median_seconds(steps, repeats=10, interleave=backend != "torch")
         name = f"MMoE train step B={batch} D={dim} E={experts} {dims} T={TASKS}"
         rows.append(
             {
@@ -189,9 +199,16 @@ def run() -> list[dict[str, object]]:
                 "ratio": times["ours"] / times["loop"],
             }
         )
+        rows.append(
+            {
+                "benchmark": f"{name}, ours with use_weight_norm=False",
+                "baseline": "Keras, one Dense stack per expert, Python loop",
+                "baseline_ms": times["loop"] * 1e3,
+                "ours_ms": times["ours_plain"] * 1e3,
+                "ratio": times["ours_plain"] / times["loop"],
+            }
+        )
         if backend in NATIVE:
-            native = NATIVE[backend](dim, experts, dims)(x, ys)
-            times["native"] = median_seconds(native, repeats=10)
             label = "plain PyTorch (eager)" if backend == "torch" else "plain JAX (jit)"
             rows.append(
                 {

@@ -165,6 +165,37 @@ def test_dcn_single_expert_has_no_gate():
     assert not any("gate" in v.path for v in layer.weights)
 
 
+@pytest.mark.parametrize("act", [None, "linear", "tanh"])
+def test_dcn_single_expert_matches_formula(act):
+    """One expert (its own code path; C folded into V when g is linear)."""
+    x = RNG.normal(size=(3, 2, 5)).astype("float32")
+    layer = layers.DCN(
+        dcn_type="mixed",
+        low_rank=2,
+        num_experts=1,
+        layer_num=2,
+        allow_kernel_norm=True,
+        low_rank_activation=act,
+    )
+    layer(x)
+    for v in layer.weights:
+        v.assign(RNG.normal(size=v.shape, scale=0.5).astype("float32"))
+    w = {v.path.split("/")[-1]: _np(v.value) for v in layer.weights}
+
+    def kernel(name):
+        k = w[name]
+        return (
+            w[f"{name}_norm"][..., None, :] * k / np.sqrt((k**2).sum(-2, keepdims=True))
+        )
+
+    g = np.tanh if act == "tanh" else (lambda h: h)
+    xl = x
+    for i in range(2):
+        u, v, c = (kernel(f"{n}_kernel_{i}")[0] for n in "uvc")
+        xl = x * (g(g(xl @ v) @ c) @ u.T + w[f"bias_{i}"]) + xl
+    np.testing.assert_allclose(_np(layer(x)), xl, rtol=1e-4, atol=1e-5)
+
+
 def test_dcn_share_gates_creates_one_gate():
     layer = layers.DCN(
         dcn_type="mixed", low_rank=2, num_experts=2, layer_num=3, share_gates=True

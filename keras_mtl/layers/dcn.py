@@ -244,6 +244,25 @@ class DCN(keras.layers.Layer):
             return x
         return self.low_rank_activation(x)
 
+    def _single_expert(self, xl: Any, kernels: dict[str, Any]) -> Any:
+        """`g(g(x_l @ V) @ C) @ Uᵀ` for one expert (no gate): plain matmuls.
+
+        With a linear `g` the product is associated as `x_l @ (V @ C)`, so the
+        `r x r` matrix costs one `(d, r) x (r, r)` product per step instead of
+        an `(N, r) x (r, r)` one per row: the same maths as keras-rs
+        `FeatureCross(projection_dim=r)` (up to float rounding).
+        """
+        v, c, u = kernels["v"][0], kernels["c"][0], kernels["u"][0]
+        if self._linear_low_rank():
+            h = ops.matmul(xl, ops.matmul(v, c))
+        else:
+            h = self._act(ops.matmul(self._act(ops.matmul(xl, v)), c))
+        return ops.matmul(h, ops.transpose(u))
+
+    def _linear_low_rank(self) -> bool:
+        act = self.low_rank_activation
+        return act is None or activations.name_of(act) == "linear"
+
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         x0 = inputs
         xl = inputs
@@ -254,6 +273,8 @@ class DCN(keras.layers.Layer):
                 xl = x0 * ops.matmul(xl, kernels["w"]) + bias + xl
             elif self.dcn_type == "matrix":
                 xl = x0 * (ops.matmul(xl, kernels["w"]) + bias) + xl
+            elif "g" not in kernels:
+                xl = x0 * (self._single_expert(xl, kernels) + bias) + xl
             else:
                 # Experts as batched 2-D matmuls over rows (N = all leading
                 # dims): one (N, d) x (d, E*r) product, then (E, N, r) batches.
@@ -272,12 +293,8 @@ class DCN(keras.layers.Layer):
                 u = ops.transpose(ops.matmul(c, u_t), (1, 0, 2))  # (N, E, d)
                 u = ops.reshape(u, (-1,) + tuple(x0.shape[1:-1]) + (num_experts, dim))
                 experts = ops.expand_dims(x0, axis=-2) * (u + bias)  # (..., E, d)
-                if "g" in kernels:
-                    gates = ops.softmax(ops.matmul(xl, kernels["g"]), axis=-1)
-                    mixed = ops.sum(experts * ops.expand_dims(gates, -1), axis=-2)
-                else:
-                    mixed = ops.squeeze(experts, axis=-2)
-                xl = mixed + xl
+                gates = ops.softmax(ops.matmul(xl, kernels["g"]), axis=-1)
+                xl = ops.sum(experts * ops.expand_dims(gates, -1), axis=-2) + xl
             if self.dropout is not None and training:
                 xl = self.dropout(xl, training=training)
         return xl

@@ -59,7 +59,7 @@ class MMoE(keras.layers.Layer):
     `expert_activations=None` gives fully linear experts. When all experts
     have the same dims and the same activation, their weights are stacked
     (`experts/dense_{i}/kernel` of shape `[E, in, out]`) and all experts run
-    in one `einsum`; otherwise each expert is its own `MLP` `expert_{e}`.
+    in one matmul per layer; otherwise each expert is its own `MLP` `expert_{e}`.
 
     Args:
         num_tasks: int. Number of tasks `T` (gates and outputs).
