@@ -216,6 +216,21 @@ def test_dien_scan_and_unrolled_agree():
     np.testing.assert_allclose(_np(unrolled([q, k], mask=MASK)), y, atol=1e-6)
 
 
+@pytest.mark.parametrize("unroll", [False, True])
+def test_dien_trains_with_a_compiled_step(unroll):
+    # jit_compile=True: XLA on TF (the scan path needs a bounded loop), jax.jit
+    # on JAX, torch.compile on torch.
+    q_in, k_in = keras.Input((3,)), keras.Input((4, 2))
+    m_in = keras.Input((4,), dtype="bool")
+    y = layers.DIEN(3, att_type="AGRU", unroll=unroll)([q_in, k_in, m_in])
+    model = keras.Model([q_in, k_in, m_in], keras.layers.Dense(1)(y))
+    model.compile(optimizer="sgd", loss="mse", jit_compile=True)
+    data = [_normal(6, 3), _normal(6, 4, 2), np.concatenate([MASK, MASK])]
+    history = model.fit(data, _normal(6, 1), epochs=3, batch_size=6, verbose=0)
+    losses = history.history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
 def test_dien_fully_masked_fit_stays_finite():
     q_in, k_in = keras.Input((3,)), keras.Input((4, 2))
     m_in = keras.Input((4,), dtype="bool")

@@ -9,6 +9,7 @@ from keras import ops
 
 from keras_mtl import activations
 from keras_mtl import validation
+from keras_mtl.backend.scan import scan_states
 
 ATT_TYPES = ("AGRU", "AUGRU")
 
@@ -309,7 +310,10 @@ def dynamic_rnn_with_attention(
     init_state: Any | None = None,
     mask: Any | None = None,
 ) -> tuple[Any, Any]:
-    """Runs `cell` over the sequence with `keras.ops.scan` (same maths).
+    """Runs `cell` over the sequence with a scan (same maths).
+
+    The scan is `keras.ops.scan`, or `tf.scan` on TensorFlow so that the
+    backward pass compiles under XLA (`keras_mtl.backend.scan`).
 
     `parallel_iterations` and `swap_memory` (TF `while_loop` settings in the
     reference library) are accepted for compatibility and ignored. The other
@@ -331,10 +335,9 @@ def dynamic_rnn_with_attention(
         ops.transpose(ops.cast(mask, "bool"), (1, 0)),
     )
 
-    def body(h: Any, x: Any) -> tuple[Any, Any]:
+    def step(h: Any, x: Any) -> Any:
         x_t, a_t, m_t = x
-        new = cell.step(x_t, h, a_t if use_att else None, m_t)
-        return new, new
+        return cell.step(x_t, h, a_t if use_att else None, m_t)
 
-    final, outputs = ops.scan(body, h0, xs)
+    final, outputs = scan_states(step, h0, xs)
     return ops.transpose(outputs, (1, 0, 2)), final
