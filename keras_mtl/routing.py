@@ -177,24 +177,33 @@ def slot_ids(
     return ops.where(keep, slot, -1)
 
 
+def scatter_to_slots(values: Any, slots: Any, num_slots: int) -> Any:
+    """`out[slots[t, j]] = values[t, j]` for kept slots, 0 for empty ones.
+
+    `slots` is `[T, k]` from `slot_ids` (`-1` = not kept); kept slots are
+    unique, so one `scatter_update` suffices (not-kept entries write to a
+    spare last entry that is cut off). Returns `[num_slots]`.
+    """
+    flat = ops.reshape(slots, (-1,))
+    target = ops.where(flat >= 0, flat, num_slots)
+    return ops.scatter_update(
+        ops.zeros((num_slots + 1,), dtype=values.dtype),
+        ops.expand_dims(target, -1),
+        ops.reshape(values, (-1,)),
+    )[:num_slots]
+
+
 def index_dispatch(tokens: Any, slots: Any, num_slots: int) -> Any:
     """Gathers token rows into expert slots: `[T, d]` -> `[num_slots, d]`.
 
-    `slots` is `[T, k]` (from `slot_ids`, flattened over groups). An inverse
-    map slot -> token + 1 is built with one `scatter_update` (dropped
-    assignments write to a spare entry), then `take` reads the rows; empty
-    slots read the zero row 0. The gradient of `take` is a scatter-add, so
-    the backward pass is sparse too.
+    `slots` is `[T, k]` (from `slot_ids`, flattened over groups). The inverse
+    map slot -> token + 1 comes from `scatter_to_slots`, then `take` reads
+    the rows; empty slots read the zero row 0. The gradient of `take` is a
+    scatter-add, so the backward pass is sparse too.
     """
     t, k = ops.shape(slots)[0], slots.shape[-1]
-    flat = ops.reshape(slots, (-1,))
-    target = ops.where(flat >= 0, flat, num_slots)
-    token = ops.reshape(ops.repeat(ops.arange(1, t + 1, dtype="int32"), k), (-1,))
-    inverse = ops.scatter_update(
-        ops.zeros((num_slots + 1,), dtype="int32"),
-        ops.expand_dims(target, -1),
-        token,
-    )[:num_slots]
+    token = ops.repeat(ops.arange(1, t + 1, dtype="int32"), k)
+    inverse = scatter_to_slots(token, slots, num_slots)
     padded = ops.concatenate([ops.zeros_like(tokens[:1]), tokens], axis=0)
     return ops.take(padded, inverse, axis=0)
 
@@ -211,23 +220,20 @@ def index_combine(expert_out: Any, slots: Any, weights: Any) -> Any:
     return ops.sum(rows * ops.expand_dims(weights, -1), axis=1)
 
 
-def one_hot_combine(
+def one_hot_dispatch_combine(
     experts: Any, positions: Any, keep: Any, gates: Any, num_experts: int, capacity: int
-) -> Any:
-    """The GShard/Mesh-TF combine tensor `[G, S, E, C]`; dispatch is `!= 0`
-    where gates are positive. Not-kept assignments map to index `-1`."""
+) -> tuple[Any, Any]:
+    """The GShard/Mesh-TF dispatch and combine tensors, both `[G, S, E, C]`.
+
+    `dispatch` is 1 at each kept assignment's (expert, position), `combine`
+    holds its gate there. Not-kept assignments map to index `-1`, which every
+    backend's `one_hot` turns into a zero row.
+    """
     e = ops.one_hot(ops.where(keep, experts, -1), num_experts, dtype="float32")
     c = ops.one_hot(ops.where(keep, positions, -1), capacity, dtype="float32")
-    return ops.einsum("gsk,gske,gskc->gsec", gates, e, c)
-
-
-def one_hot_dispatch_mask(
-    experts: Any, positions: Any, keep: Any, num_experts: int, capacity: int
-) -> Any:
-    """0/1 dispatch tensor `[G, S, E, C]` of the kept assignments."""
-    e = ops.one_hot(ops.where(keep, experts, -1), num_experts, dtype="float32")
-    c = ops.one_hot(ops.where(keep, positions, -1), capacity, dtype="float32")
-    return ops.einsum("gske,gskc->gsec", e, c)
+    dispatch = ops.einsum("gske,gskc->gsec", e, c)
+    combine = ops.einsum("gsk,gske,gskc->gsec", gates, e, c)
+    return dispatch, combine
 
 
 # --- losses ---------------------------------------------------------------------

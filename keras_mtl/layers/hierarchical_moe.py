@@ -319,15 +319,22 @@ class HierarchicalMoE(keras.layers.Layer):
             (-1, 2),
         )
         n1 = num_x * g1 * c
-        slot_gate = _scatter_slots(ops.reshape(outer["gates"], (-1, 2)), slots1, n1)
+        slot_gate = routing.scatter_to_slots(
+            ops.reshape(outer["gates"], (-1, 2)), slots1, n1
+        )
         slot_importance = 0.5 * (
             ops.cast(slot_gate > 0.5, "float32") + ops.cast(slot_gate > 0.0, "float32")
         )
         if self.dispatcher == "index":
             buffer1 = routing.index_dispatch(x, slots1, n1)  # [X*G1*C, d]
         else:
-            dispatch1 = routing.one_hot_dispatch_mask(
-                outer["experts"], outer["positions"], outer["keep"], num_x, c
+            dispatch1, combine1 = routing.one_hot_dispatch_combine(
+                outer["experts"],
+                outer["positions"],
+                outer["keep"],
+                outer["gates"],
+                num_x,
+                c,
             )
             buffer1 = ops.einsum(
                 "gsxc,gsd->xgcd",
@@ -372,7 +379,7 @@ class HierarchicalMoE(keras.layers.Layer):
             z = routing.index_combine(ops.reshape(out2, (n2, n_out)), slots2, gates2)
             y = routing.index_combine(z, slots1, gates1)
         else:
-            combine2 = routing.one_hot_combine(
+            dispatch2, combine2 = routing.one_hot_dispatch_combine(
                 inner["experts"],
                 inner["positions"],
                 inner["keep"],
@@ -380,31 +387,21 @@ class HierarchicalMoE(keras.layers.Layer):
                 num_y,
                 cap2,
             )
-            combine2 = ops.cast(
-                ops.reshape(combine2, (num_x, g2, t, num_y, cap2)), x.dtype
-            )
+            shape2 = (num_x, g2, t, num_y, cap2)
+            combine2 = ops.cast(ops.reshape(combine2, shape2), x.dtype)
             buffer2 = ops.einsum(
                 "xhtyd,xhtm->xyhdm",
-                ops.cast(combine2 != 0, x.dtype),
+                ops.cast(ops.reshape(dispatch2, shape2), x.dtype),
                 ops.reshape(v, (num_x, g2, t, d)),
             )
             out2 = self._experts(ops.reshape(buffer2, (num_x, num_y, g2 * cap2, d)))
             n_out = out2.shape[-1]
             out2 = ops.reshape(out2, (num_x, num_y, g2, cap2, n_out))
             z = ops.einsum("xhtyd,xyhdn->xhtn", combine2, out2)
-            combine1 = ops.cast(
-                routing.one_hot_combine(
-                    outer["experts"],
-                    outer["positions"],
-                    outer["keep"],
-                    outer["gates"],
-                    num_x,
-                    c,
-                ),
-                x.dtype,
-            )
             y = ops.einsum(
-                "gsxc,xgcn->gsn", combine1, ops.reshape(z, (num_x, g1, c, n_out))
+                "gsxc,xgcn->gsn",
+                ops.cast(combine1, x.dtype),
+                ops.reshape(z, (num_x, g1, c, n_out)),
             )
         self.add_loss((outer["loss"] + inner["loss"]) * self.loss_coef)
         return ops.reshape(y, (*lead, n_out))
@@ -446,14 +443,3 @@ class HierarchicalMoE(keras.layers.Layer):
             }
         )
         return config
-
-
-def _scatter_slots(values: Any, slots: Any, num_slots: int) -> Any:
-    """`out[slots[t, j]] = values[t, j]` for kept slots (unique), else 0."""
-    flat = ops.reshape(slots, (-1,))
-    target = ops.where(flat >= 0, flat, num_slots)
-    return ops.scatter_update(
-        ops.zeros((num_slots + 1,), dtype=values.dtype),
-        ops.expand_dims(target, -1),
-        ops.reshape(values, (-1,)),
-    )[:num_slots]

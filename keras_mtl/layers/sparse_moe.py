@@ -433,7 +433,7 @@ class SparseMoE(keras.layers.Layer):
                 ops.reshape(out, (num_slots, out.shape[-1])), slots, weights_c
             )
         elif self.dispatcher == "einsum":
-            combine = routing.one_hot_combine(
+            dispatch, combine = routing.one_hot_dispatch_combine(
                 experts_g,
                 positions,
                 keep,
@@ -441,12 +441,7 @@ class SparseMoE(keras.layers.Layer):
                 num_experts,
                 capacity,
             )
-            dispatch = ops.cast(
-                routing.one_hot_dispatch_mask(
-                    experts_g, positions, keep, num_experts, capacity
-                ),
-                compute_dtype,
-            )
+            dispatch = ops.cast(dispatch, compute_dtype)
             x_g = ops.reshape(x, (groups, group_size, d))
             buffer = ops.einsum("gsec,gsd->egcd", dispatch, x_g)
             out = self.run_experts(ops.reshape(buffer, (num_experts, -1, d)))
