@@ -68,6 +68,8 @@ def test_dcn_mixed_requires_low_rank():
         ({"keep_prob": 1.5}, r"keep_prob=1.5"),
         ({"low_rank_activation": "nope"}, r"activation='nope'"),
         ({"low_rank": "2"}, r"low_rank='2'"),
+        ({"dcn_type": "vector", "low_rank": 2}, r"not 'vector'.*low_rank=2"),
+        ({"dcn_type": "matrix", "low_rank": -1}, r"low_rank=-1"),
     ],
 )
 def test_dcn_bad_arguments(kwargs, pattern):
@@ -157,6 +159,52 @@ def test_dcn_mixed_gates_are_live():
     gate = next(v for v in layer.weights if "gate_kernel" in v.path)
     gate.assign(_np(gate.value) + RNG.normal(size=gate.shape).astype("float32"))
     assert np.max(np.abs(_np(layer(x)) - before)) > 1e-4
+
+
+@pytest.mark.parametrize("low_rank", [None, 0])
+def test_dcn_matrix_full_rank_when_low_rank_unset(low_rank):
+    layer = layers.DCN(low_rank=low_rank)
+    layer(np.zeros((1, 4), "float32"))
+    assert sorted(v.path.split("/")[-1] for v in layer.weights) == [
+        "bias_0",
+        "kernel_0",
+    ]
+
+
+def test_dcn_matrix_low_rank_weights_and_formula():
+    """W = D @ P is never formed; the result equals the full-rank layer's."""
+    x = RNG.normal(size=(6, 5)).astype("float32")
+    low = layers.DCN(layer_num=2, low_rank=2, allow_kernel_norm=True)
+    low(x)
+    assert [v.path.split("/")[-1] for v in low.weights] == [
+        "down_kernel_0",
+        "down_kernel_0_norm",
+        "up_kernel_0",
+        "up_kernel_0_norm",
+        "bias_0",
+        "down_kernel_1",
+        "down_kernel_1_norm",
+        "up_kernel_1",
+        "up_kernel_1_norm",
+        "bias_1",
+    ]
+    assert tuple(low.weights[0].shape) == (5, 2)
+    assert tuple(low.weights[2].shape) == (2, 5)
+    full = layers.DCN(layer_num=2)
+    full(x)
+    values = {v.path.split("/")[-1]: _np(v.value) for v in low.weights}
+    for i in range(2):
+
+        def normed(name):
+            w = values[name]
+            g = values[f"{name}_norm"]
+            return w / np.sqrt(np.maximum((w * w).sum(0, keepdims=True), 1e-6)) * g
+
+        w = normed(f"down_kernel_{i}") @ normed(f"up_kernel_{i}")
+        full.weights[2 * i].assign(w)
+        full.weights[2 * i + 1].assign(values[f"bias_{i}"] + 0.1 * (i + 1))
+        low.weights[5 * i + 4].assign(values[f"bias_{i}"] + 0.1 * (i + 1))
+    np.testing.assert_allclose(_np(low(x)), _np(full(x)), rtol=1e-5, atol=1e-5)
 
 
 def test_dcn_single_expert_has_no_gate():

@@ -47,6 +47,12 @@ def dcn(inputs, weights, config, training, **_) -> Result:
         if dcn_type == "vector":
             w = _kernel(weights, f"kernel_{i}", norm)  # (d, 1)
             xl = x0 * (xl @ w) + b + xl
+        elif dcn_type == "matrix" and config.get("low_rank"):
+            # DCN v2 low-rank cross: W = D P, with D (d, r) and P (r, d).
+            w = _kernel(weights, f"down_kernel_{i}", norm) @ _kernel(
+                weights, f"up_kernel_{i}", norm
+            )
+            xl = x0 * (xl @ w + b) + xl
         elif dcn_type == "matrix":
             w = _kernel(weights, f"kernel_{i}", norm)  # (d, d)
             xl = x0 * (xl @ w + b) + xl

@@ -25,7 +25,9 @@ class DCN(keras.layers.Layer):
     - `"vector"` (DCN v1): `x_{l+1} = x0 * (x_l @ w_l) + b_l + x_l`, with
       `w_l` of shape `(d, 1)`; the bias sits *outside* the product.
     - `"matrix"` (DCN v2): `x_{l+1} = x0 * (x_l @ W_l + b_l) + x_l`, with
-      `W_l` of shape `(d, d)`.
+      `W_l` of shape `(d, d)`; with `low_rank=r` the kernel is factored as
+      `W_l = D_l @ P_l` (DCN v2's low-rank cross, `D_l` `(d, r)`, `P_l`
+      `(r, d)`), computed as `(x_l @ D_l) @ P_l`, never forming `W_l`.
     - `"mixed"` (DCN-Mix, low-rank experts `e = 1..E`, rank `r`):
       `E_e = x0 * (g(g(x_l @ V_le) @ C_le) @ U_leᵀ + b_l)`,
       `gate = softmax_e(x_l @ G_l)` and
@@ -53,7 +55,9 @@ class DCN(keras.layers.Layer):
         num_experts: int. Number of low-rank experts (`"mixed"` only).
             Defaults to `1`.
         low_rank: int or `None`. Rank `r` of the experts; required (positive)
-            for `"mixed"`. Defaults to `None`.
+            for `"mixed"`. With `"matrix"`, a positive `r` factors each
+            kernel into `(d, r) @ (r, d)`; `None` or `0` keeps the full
+            `(d, d)` kernel. Not allowed with `"vector"`. Defaults to `None`.
         allow_kernel_norm: bool. Weight-normalize the kernels. Defaults to
             `False`.
         use_dropout: bool. Apply dropout after every layer in training.
@@ -63,7 +67,8 @@ class DCN(keras.layers.Layer):
         share_gates: bool. Share the expert gate kernel across layers
             (`"mixed"` only; torchrec and DeepCTR do). Defaults to `False`.
         low_rank_activation: activation `g` of the low-rank experts
-            (`"mixed"` only; torchrec uses relu, DeepCTR tanh). Defaults to
+            (`"mixed"` only; the low-rank `"matrix"` kernel is linear, as
+            in DCN v2; torchrec uses relu, DeepCTR tanh). Defaults to
             `"tanh"`.
         **kwargs: Args to pass to the base class.
 
@@ -73,7 +78,9 @@ class DCN(keras.layers.Layer):
     Weights (layer `i`, raw kernels in `x @ K` layout):
 
     - vector: `kernel_{i}` `(d, 1)`, `bias_{i}` `(d,)`.
-    - matrix: `kernel_{i}` `(d, d)`, `bias_{i}` `(d,)`.
+    - matrix: `kernel_{i}` `(d, d)`, `bias_{i}` `(d,)`; with `low_rank=r`,
+      `down_kernel_{i}` `(d, r)` and `up_kernel_{i}` `(r, d)` instead of
+      `kernel_{i}`.
     - mixed: `u_kernel_{i}` `(E, d, r)`, `v_kernel_{i}` `(E, d, r)`,
       `c_kernel_{i}` `(E, r, r)`, `bias_{i}` `(d,)` and, when `E > 1`,
       `gate_kernel_{i}` `(d, E)` (or one `gate_kernel` `(d, E)` with
@@ -97,12 +104,14 @@ class DCN(keras.layers.Layer):
       (tanh, shared gates): `U_list{i}[e] = u_kernel_{i}[e]`,
       `V_list{i}[e] = v_kernel_{i}[e]`, `C_list{i}[e] = c_kernel_{i}[e]ᵀ`,
       `bias{i} = bias_{i}[:, None]`, gating kernel `e` `= gate_kernel[:, e:e+1]`.
-    - torchrec `LowRankCrossNet` and keras-rs `FeatureCross(projection_dim=r)`
-      coincide with `"mixed"` when `E = 1`, `C = I` and
-      `low_rank_activation=None`: `W_kernels[i] = u_kernel_{i}[0]`,
-      `V_kernels[i] = v_kernel_{i}[0]ᵀ` (keras-rs:
-      `down_proj_dense.kernel = v_kernel_{i}[0]`,
-      `dense.kernel = u_kernel_{i}[0]ᵀ`).
+    - keras-rs `FeatureCross(projection_dim=r)` (`diag_scale=0`, no
+      `pre_activation`) is `"matrix"` with `low_rank=r`:
+      `down_proj_dense.kernel = down_kernel_{i}`,
+      `dense.kernel = up_kernel_{i}`, `dense.bias = bias_{i}`. torchrec
+      `LowRankCrossNet`: `V_kernels[i] = down_kernel_{i}ᵀ`,
+      `W_kernels[i] = up_kernel_{i}ᵀ`, `bias[i] = bias_{i}[:, None]`.
+      (`"mixed"` with `E = 1`, `C = I` and `low_rank_activation=None` is the
+      same maths with an extra `r x r` product.)
 
     Example:
 
@@ -110,6 +119,7 @@ class DCN(keras.layers.Layer):
     dcn = keras_mtl.layers.DCN(layer_num=2, dcn_type="mixed", num_experts=3,
                                low_rank=4)
     y = dcn(np.random.rand(8, 16))  # (8, 16)
+    low_rank = keras_mtl.layers.DCN(layer_num=3, low_rank=8)  # W = D @ P
     ```
 
     References:
@@ -154,6 +164,14 @@ class DCN(keras.layers.Layer):
                 f"`low_rank` must be an integer or None. Received: "
                 f"low_rank={low_rank!r}"
             )
+        elif self.dcn_type == "vector" and low_rank:
+            raise ValueError(
+                "`low_rank` applies to dcn_type='matrix' or 'mixed', not "
+                f"'vector'. Received: dcn_type={dcn_type!r} with "
+                f"low_rank={low_rank!r}"
+            )
+        elif low_rank:
+            validation.positive_int("low_rank", low_rank)
         self.low_rank = low_rank
         self.allow_kernel_norm = bool(allow_kernel_norm)
         self.use_dropout = bool(use_dropout)
@@ -214,6 +232,9 @@ class DCN(keras.layers.Layer):
             kernels: dict[str, tuple[Any, Any]] = {}
             if self.dcn_type == "vector":
                 kernels["w"] = self._kernel(f"kernel_{i}", (d, 1))
+            elif self.dcn_type == "matrix" and r:
+                kernels["down"] = self._kernel(f"down_kernel_{i}", (d, r))
+                kernels["up"] = self._kernel(f"up_kernel_{i}", (r, d))
             elif self.dcn_type == "matrix":
                 kernels["w"] = self._kernel(f"kernel_{i}", (d, d))
             else:
@@ -271,6 +292,9 @@ class DCN(keras.layers.Layer):
             bias = self._biases[i]
             if self.dcn_type == "vector":
                 xl = x0 * ops.matmul(xl, kernels["w"]) + bias + xl
+            elif "down" in kernels:
+                low = ops.matmul(ops.matmul(xl, kernels["down"]), kernels["up"])
+                xl = x0 * (low + bias) + xl
             elif self.dcn_type == "matrix":
                 xl = x0 * (ops.matmul(xl, kernels["w"]) + bias) + xl
             elif "g" not in kernels:
