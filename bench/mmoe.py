@@ -5,14 +5,18 @@ gates, a `Dense(1)` head per task, the sum of the two MSEs, Adam.
 
 - (a) "keras loop": the same network from stock Keras layers, one `Dense`
   stack per expert and a Python loop over experts (jit-compiled like ours).
+- (a') "seeds' loop": the seeds' own structure, one `keras_mtl.layers.MLP`
+  per expert (weight-normalized, as MMoE's experts are by default) and a
+  Python loop; the like-with-like baseline for ours with its defaults.
 - (b) "native": a hand-written implementation with stacked `[E, in, out]`
   expert weights in plain PyTorch (torch backend, eager, `torch.optim.Adam`)
   or plain JAX (jax backend, `jax.jit` step with a hand-written Adam). Not run
   on TensorFlow.
 
-Ours uses MMoE's defaults, so its experts are weight-normalized (the
-baselines are not): the ratio includes that cost. A second row per size
-times ours with `use_weight_norm=False` against the loop, like with like.
+Ours uses MMoE's defaults, so its experts are weight-normalized (baselines
+(a) and (b) are not): that ratio includes the cost. Two more rows per size
+compare like with like: ours with `use_weight_norm=False` against (a), and
+ours with its defaults against (a').
 All models of a size are timed in alternation (`paired_median_seconds`).
 """
 
@@ -56,6 +60,19 @@ def _keras_loop(dim: int, experts: int, dims: list[int]) -> keras.Model:
         for i, units in enumerate(dims):
             h = keras.layers.Dense(units, "relu" if i < len(dims) - 1 else None)(h)
         outs.append(h)
+    stacked = keras.ops.stack(outs, axis=1)  # [B, E, D]
+    ys = []
+    for _ in range(TASKS):
+        gate = keras.layers.Dense(experts, "softmax", use_bias=False)(x)
+        y = keras.ops.einsum("be,bed->bd", gate, stacked)
+        ys.append(keras.layers.Dense(1)(y))
+    return _compile(x, ys)
+
+
+def _seeds_loop(dim: int, experts: int, dims: list[int]) -> keras.Model:
+    x = keras.Input((dim,))
+    activations = ["relu"] * (len(dims) - 1) + [None]
+    outs = [layers.MLP(dims, activations)(x) for _ in range(experts)]
     stacked = keras.ops.stack(outs, axis=1)  # [B, E, D]
     ys = []
     for _ in range(TASKS):
@@ -183,6 +200,7 @@ def run() -> list[dict[str, object]]:
             ("ours", _ours(dim, experts, dims)),
             ("ours_plain", _ours(dim, experts, dims, weight_norm=False)),
             ("loop", _keras_loop(dim, experts, dims)),
+            ("seeds_loop", _seeds_loop(dim, experts, dims)),
         ):
             steps[kind] = lambda m=model, x=x, ys=ys: m.train_on_batch(x, ys)
         if backend in NATIVE:
@@ -206,6 +224,16 @@ def run() -> list[dict[str, object]]:
                 "baseline_ms": times["loop"] * 1e3,
                 "ours_ms": times["ours_plain"] * 1e3,
                 "ratio": times["ours_plain"] / times["loop"],
+            }
+        )
+        rows.append(
+            {
+                "benchmark": name,
+                "baseline": "seeds' structure: one keras_mtl MLP (weight norm) "
+                "per expert, Python loop",
+                "baseline_ms": times["seeds_loop"] * 1e3,
+                "ours_ms": times["ours"] * 1e3,
+                "ratio": times["ours"] / times["seeds_loop"],
             }
         )
         if backend in NATIVE:

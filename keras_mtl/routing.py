@@ -239,19 +239,20 @@ def one_hot_dispatch_combine(
 # --- losses ---------------------------------------------------------------------
 
 
-def switch_balance_loss(probs: Any, experts: Any, valid: Any) -> Any:
+def switch_balance_loss(probs: Any, chosen: Any, valid: Any) -> Any:
     """`E * sum_e f_e * P_e` over valid tokens (minimum 1 at uniform routing).
 
     `f_e`: fraction of the `k * N` assignments (before capacity) made to `e`;
-    `P_e`: mean router probability of `e`. `probs` `[T, E]`, `experts`
-    `[T, k]`, `valid` `[T]` float.
+    `P_e`: mean router probability of `e`. `probs` `[T, E]`, `chosen` `[T, E]`
+    (how many of a token's `k` choices went to each expert: the `one_hot`
+    of its experts summed over `k`), `valid` `[T]` float.
     """
     num_experts = probs.shape[-1]
-    k = experts.shape[-1]
-    count = ops.maximum(ops.sum(valid), 1.0)
-    chosen = ops.sum(ops.one_hot(experts, num_experts, dtype="float32"), axis=1)
-    fraction = ops.sum(chosen * valid[:, None], axis=0) / (k * count)
-    mean_prob = ops.sum(probs * valid[:, None], axis=0) / count
+    assignments = ops.sum(chosen * valid[:, None], axis=0)
+    fraction = assignments / ops.maximum(ops.sum(assignments), 1.0)
+    mean_prob = ops.sum(probs * valid[:, None], axis=0) / ops.maximum(
+        ops.sum(valid), 1.0
+    )
     return float(num_experts) * ops.sum(fraction * mean_prob)
 
 

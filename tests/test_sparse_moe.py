@@ -209,11 +209,15 @@ def test_balance_loss_minimum_and_growth_with_imbalance():
     probs = np.full((8, 4), 0.25, "float32")
     experts = np.array([[i % 4, (i + 1) % 4] for i in range(8)], "int32")
     valid = np.ones((8,), "float32")
-    uniform = float(_np(routing.switch_balance_loss(probs, experts, valid)))
+
+    def chosen(experts):
+        return np.eye(4, dtype="float32")[experts].sum(axis=1)
+
+    uniform = float(_np(routing.switch_balance_loss(probs, chosen(experts), valid)))
     np.testing.assert_allclose(uniform, 1.0, rtol=1e-6)
     skew = np.tile(np.array([[0.7, 0.1, 0.1, 0.1]], "float32"), (8, 1))
     collapsed = np.tile(np.array([[0, 1]], "int32"), (8, 1))
-    worse = float(_np(routing.switch_balance_loss(skew, collapsed, valid)))
+    worse = float(_np(routing.switch_balance_loss(skew, chosen(collapsed), valid)))
     assert worse > uniform
 
 

@@ -417,8 +417,10 @@ class SparseMoE(keras.layers.Layer):
         keep_flat = ops.reshape(keep, (-1, k))
         weights = gates * ops.cast(keep_flat, "float32")
 
-        self._update_statistics(experts, keep_flat, valid)
-        self._add_losses(probs, gates, experts, valid, route, logits, stddev, noisy)
+        # [T, k, E], built once for the statistics, the losses and `dense`.
+        onehot = ops.one_hot(experts, num_experts, dtype="float32")
+        self._update_statistics(onehot, keep_flat, valid)
+        self._add_losses(probs, gates, onehot, valid, route, logits, stddev, noisy)
 
         compute_dtype = x.dtype
         weights_c = ops.cast(weights, compute_dtype)
@@ -450,9 +452,7 @@ class SparseMoE(keras.layers.Layer):
             y = ops.reshape(y, (-1, out.shape[-1]))
         else:
             combine = ops.einsum(
-                "tk,tke->te",
-                weights_c,
-                ops.one_hot(experts, num_experts, dtype=compute_dtype),
+                "tk,tke->te", weights_c, ops.cast(onehot, compute_dtype)
             )
             everything = ops.broadcast_to(
                 ops.expand_dims(x, 0), (num_experts, ops.shape(x)[0], d)
@@ -462,13 +462,10 @@ class SparseMoE(keras.layers.Layer):
         y = y[:num_tokens]
         return ops.reshape(y, (*lead_shape, y.shape[-1]))
 
-    def _update_statistics(self, experts: Any, keep: Any, valid: Any) -> None:
+    def _update_statistics(self, onehot: Any, keep: Any, valid: Any) -> None:
         total = ops.maximum(ops.sum(valid) * self.top_k, 1.0)
         kept = ops.cast(keep, "float32")
-        per_expert = ops.sum(
-            ops.one_hot(experts, self.num_experts, dtype="float32") * kept[..., None],
-            axis=(0, 1),
-        )
+        per_expert = ops.sum(onehot * kept[..., None], axis=(0, 1))
         self.expert_load.assign(per_expert / total)
         dropped = ops.sum(ops.expand_dims(valid, -1) * (1.0 - kept))
         self.dropped_fraction.assign(dropped / total)
@@ -477,7 +474,7 @@ class SparseMoE(keras.layers.Layer):
         self,
         probs: Any,
         gates: Any,
-        experts: Any,
+        onehot: Any,
         valid: Any,
         route: Any,
         logits: Any,
@@ -485,20 +482,20 @@ class SparseMoE(keras.layers.Layer):
         noisy: bool,
     ) -> None:
         terms = []
+        chosen = ops.sum(onehot, axis=1)  # [T, E]
         if self.balance_loss_weight > 0:
             terms.append(
                 self.balance_loss_weight
-                * routing.switch_balance_loss(probs, experts, valid)
+                * routing.switch_balance_loss(probs, chosen, valid)
             )
         if self.importance_loss_weight > 0:
-            onehot = ops.one_hot(experts, self.num_experts, dtype="float32")
             importance = ops.sum(
                 ops.sum(onehot * gates[..., None], axis=1) * valid[:, None], axis=0
             )
             if noisy:
                 load_t = routing.prob_in_top_k(logits, route, stddev, self.top_k)
             else:
-                load_t = ops.sum(onehot, axis=1)
+                load_t = chosen
             load = ops.sum(load_t * valid[:, None], axis=0)
             terms.append(
                 self.importance_loss_weight
