@@ -9,6 +9,13 @@ Goldens come only from the float64 NumPy references in `conformance/reference`
 and weights rounded to the policy's compute dtype first), and gradients of
 `sum(outputs * cotangents) + sum(losses)` by float64 central differences.
 This module imports no deep-learning backend.
+
+Finite differences cannot see `stop_gradient`, so every reference call gets
+a keyword `anchor`: `None` for forward outputs (meaning "the current point"),
+and `(inputs, weights)` at the unperturbed point while differentiating. A
+reference implements `stop_gradient(expr)` by evaluating `expr` at the anchor
+(a perturbation then cannot move it: its gradient is zero); references
+without stopped quantities ignore it (`**_`).
 """
 
 from __future__ import annotations
@@ -32,7 +39,10 @@ REGENERATE = "run `nox -s goldens` (or `python -m conformance.goldens`) and comm
 
 
 def _run_reference(
-    case: spec_lib.Case, inputs: dict[str, np.ndarray], weights: dict[str, np.ndarray]
+    case: spec_lib.Case,
+    inputs: dict[str, np.ndarray],
+    weights: dict[str, np.ndarray],
+    anchor: tuple[list[np.ndarray], dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     fn = case.spec.reference_fn()
     positional, tensor_kwargs = case.split_inputs(inputs)
@@ -41,6 +51,7 @@ def _run_reference(
         weights,
         case.config,
         case.training,
+        anchor=anchor,
         **case.call_kwargs,
         **tensor_kwargs,
     )
@@ -81,15 +92,20 @@ def cotangents(case: spec_lib.Case, outputs: list[np.ndarray]) -> list[np.ndarra
     ]
 
 
-def _objective(case, inputs, weights, cots) -> float:
-    res = _run_reference(case, inputs, weights)
+def _objective(case, inputs, weights, cots, anchor) -> float:
+    res = _run_reference(case, inputs, weights, anchor)
     total = sum(float(np.sum(o * c)) for o, c in zip(res["outputs"], cots, strict=True))
     return total + sum(res["losses"])
 
 
 def finite_difference_grads(case: spec_lib.Case, inputs, weights, cots):
-    """d objective / d (float inputs, trainable weights), central differences."""
+    """d objective / d (float inputs, trainable weights), central differences.
+
+    The reference sees `anchor=(inputs, weights)` at the unperturbed point, so
+    quantities it stops the gradient of stay fixed (see the module docstring).
+    """
     grads: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "weights": {}}
+    anchor = (case.split_inputs(inputs)[0], weights)
     groups = (
         ("inputs", inputs, case.float_inputs()),
         ("weights", weights, case.trainable_weights()),
@@ -107,7 +123,7 @@ def finite_difference_grads(case: spec_lib.Case, inputs, weights, cots):
                     new = dict(arrays)
                     new[key] = bumped
                     args = (new, weights) if group == "inputs" else (inputs, new)
-                    values.append(_objective(case, *args, cots))
+                    values.append(_objective(case, *args, cots, anchor))
                 grad[idx] = (values[0] - values[1]) / (2 * h)
             grads[group][key] = grad
     return grads
