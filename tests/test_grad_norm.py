@@ -183,6 +183,19 @@ def test_wrong_size_of_tensor_inputs(losses, norms, pattern):
     assert err.match(pattern)
 
 
+def test_functional_model_returns_both_outputs():
+    losses = keras.Input((), name="losses")
+    norms = keras.Input((), name="norms")
+    layer = layers.GradNorm(["a", "b"])
+    model = keras.Model([losses, norms], layer([losses, norms]))
+    args = [np.array([1.0, 2.0], "float32"), np.array([2.0, 4.0], "float32")]
+    got = [float(keras.ops.convert_to_numpy(v)) for v in model(args)]
+    want = [float(keras.ops.convert_to_numpy(v)) for v in layer(args)]
+    # theta = 0: wn = [1, 2], avg 1.5, gnorm 2 * 0.25; weighted 0.5 * 3.
+    np.testing.assert_allclose(want, [0.5, 1.5], rtol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def _data(n=256):
     rng = np.random.RandomState(0)
     x = rng.standard_normal((n, 8)).astype("float32")

@@ -162,8 +162,9 @@ class GradNorm(keras.layers.Layer):
         return ops.reshape(ops.cast(values, dtype), (n,))
 
     def compute_output_spec(self, inputs: Any) -> list[Any]:
-        spec = keras.KerasTensor((), dtype=self.compute_dtype)
-        return [spec, spec]
+        # Two distinct tensors: a functional model maps outputs by identity,
+        # so one object twice would make both outputs `weighted_loss`.
+        return [keras.KerasTensor((), dtype=self.compute_dtype) for _ in range(2)]
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
