@@ -10,18 +10,21 @@ and weights rounded to the policy's compute dtype first), and gradients of
 `sum(outputs * cotangents) + sum(losses)` by float64 central differences.
 This module imports no deep-learning backend.
 
-Finite differences cannot see `stop_gradient`, so every reference call gets
-a keyword `anchor`: `None` for forward outputs (meaning "the current point"),
-and `(inputs, weights)` at the unperturbed point while differentiating. A
-reference implements `stop_gradient(expr)` by evaluating `expr` at the anchor
-(a perturbation then cannot move it: its gradient is zero); references
-without stopped quantities ignore it (`**_`).
+Finite differences cannot see `stop_gradient`, so a reference that takes
+the keyword `anchor` (or `**kwargs`) gets it on every call: `None` for forward
+outputs (meaning "the current point"), and `(inputs, weights)` at the
+unperturbed point while differentiating. A reference implements
+`stop_gradient(expr)` by evaluating `expr` at the anchor (a perturbation then
+cannot move it: its gradient is zero); references without stopped quantities
+ignore it (`**_`) or do not take it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
+import inspect
 import pathlib
 import sys
 import zlib
@@ -38,6 +41,17 @@ CHECK_TOLERANCE = 1e-9
 REGENERATE = "run `nox -s goldens` (or `python -m conformance.goldens`) and commit"
 
 
+@functools.cache
+def _takes_anchor(fn: Any) -> bool:
+    """Whether `fn` has an `anchor` parameter or `**kwargs`.
+
+    References with neither (older user references) keep working: they stop
+    no gradient, so they need no anchor.
+    """
+    params = inspect.signature(fn).parameters.values()
+    return any(p.name == "anchor" or p.kind is p.VAR_KEYWORD for p in params)
+
+
 def _run_reference(
     case: spec_lib.Case,
     inputs: dict[str, np.ndarray],
@@ -46,12 +60,13 @@ def _run_reference(
 ) -> dict[str, Any]:
     fn = case.spec.reference_fn()
     positional, tensor_kwargs = case.split_inputs(inputs)
+    extra = {"anchor": anchor} if _takes_anchor(fn) else {}
     result = fn(
         positional,
         weights,
         case.config,
         case.training,
-        anchor=anchor,
+        **extra,
         **case.call_kwargs,
         **tensor_kwargs,
     )

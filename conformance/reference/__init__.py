@@ -12,9 +12,9 @@ arrays, in the order of the layer's flattened outputs), and optionally
 `losses` (a list of scalars, in `layer.losses` order) and `updates`
 (weight path -> new value of a non-trainable weight after the call).
 
-Every call also gets the keyword `anchor`: `None` for forward outputs, and
-`(inputs, weights)` at the unperturbed point while the golden generator takes
-finite differences. `stop_gradient(expr)` is `expr` evaluated at the anchor
-(the current point when it is `None`); references with nothing stopped take
-`**_`.
+Every call also gets the keyword `anchor` (the generator passes it to any
+reference with `anchor` or `**kwargs`; those here all take `**_`): `None` for
+forward outputs, and `(inputs, weights)` at the unperturbed point while the
+golden generator takes finite differences. `stop_gradient(expr)` is `expr`
+evaluated at the anchor (the current point when it is `None`).
 """
