@@ -9,12 +9,22 @@ Goldens come only from the float64 NumPy references in `conformance/reference`
 and weights rounded to the policy's compute dtype first), and gradients of
 `sum(outputs * cotangents) + sum(losses)` by float64 central differences.
 This module imports no deep-learning backend.
+
+Finite differences cannot see `stop_gradient`, so a reference that takes
+the keyword `anchor` (or `**kwargs`) gets it on every call: `None` for forward
+outputs (meaning "the current point"), and `(inputs, weights)` at the
+unperturbed point while differentiating. A reference implements
+`stop_gradient(expr)` by evaluating `expr` at the anchor (a perturbation then
+cannot move it: its gradient is zero); references without stopped quantities
+ignore it (`**_`) or do not take it.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
+import inspect
 import pathlib
 import sys
 import zlib
@@ -31,16 +41,32 @@ CHECK_TOLERANCE = 1e-9
 REGENERATE = "run `nox -s goldens` (or `python -m conformance.goldens`) and commit"
 
 
+@functools.cache
+def _takes_anchor(fn: Any) -> bool:
+    """Whether `fn` has an `anchor` parameter or `**kwargs`.
+
+    References with neither (older user references) keep working: they stop
+    no gradient, so they need no anchor.
+    """
+    params = inspect.signature(fn).parameters.values()
+    return any(p.name == "anchor" or p.kind is p.VAR_KEYWORD for p in params)
+
+
 def _run_reference(
-    case: spec_lib.Case, inputs: dict[str, np.ndarray], weights: dict[str, np.ndarray]
+    case: spec_lib.Case,
+    inputs: dict[str, np.ndarray],
+    weights: dict[str, np.ndarray],
+    anchor: tuple[list[np.ndarray], dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     fn = case.spec.reference_fn()
     positional, tensor_kwargs = case.split_inputs(inputs)
+    extra = {"anchor": anchor} if _takes_anchor(fn) else {}
     result = fn(
         positional,
         weights,
         case.config,
         case.training,
+        **extra,
         **case.call_kwargs,
         **tensor_kwargs,
     )
@@ -81,15 +107,20 @@ def cotangents(case: spec_lib.Case, outputs: list[np.ndarray]) -> list[np.ndarra
     ]
 
 
-def _objective(case, inputs, weights, cots) -> float:
-    res = _run_reference(case, inputs, weights)
+def _objective(case, inputs, weights, cots, anchor) -> float:
+    res = _run_reference(case, inputs, weights, anchor)
     total = sum(float(np.sum(o * c)) for o, c in zip(res["outputs"], cots, strict=True))
     return total + sum(res["losses"])
 
 
 def finite_difference_grads(case: spec_lib.Case, inputs, weights, cots):
-    """d objective / d (float inputs, trainable weights), central differences."""
+    """d objective / d (float inputs, trainable weights), central differences.
+
+    The reference sees `anchor=(inputs, weights)` at the unperturbed point, so
+    quantities it stops the gradient of stay fixed (see the module docstring).
+    """
     grads: dict[str, dict[str, np.ndarray]] = {"inputs": {}, "weights": {}}
+    anchor = (case.split_inputs(inputs)[0], weights)
     groups = (
         ("inputs", inputs, case.float_inputs()),
         ("weights", weights, case.trainable_weights()),
@@ -107,7 +138,7 @@ def finite_difference_grads(case: spec_lib.Case, inputs, weights, cots):
                     new = dict(arrays)
                     new[key] = bumped
                     args = (new, weights) if group == "inputs" else (inputs, new)
-                    values.append(_objective(case, *args, cots))
+                    values.append(_objective(case, *args, cots, anchor))
                 grad[idx] = (values[0] - values[1]) / (2 * h)
             grads[group][key] = grad
     return grads

@@ -154,7 +154,11 @@ def check_symbolic(cc: CaseCheck, request, tmp_path) -> None:
     )
     for out, shape in zip(outputs, shapes, strict=True):
         got = tuple(out.shape)
-        assert got[1:] == tuple(shape[1:]) and got[0] in (None, shape[0]), (
+        # The leading (batch) axis may be unknown; scalars have no axes.
+        assert len(got) == len(shape) and got[1:] == tuple(shape[1:]), (
+            f"symbolic output shape {got} does not match {tuple(shape)}"
+        )
+        assert not got or got[0] in (None, shape[0]), (
             f"symbolic output shape {got} does not match {tuple(shape)}"
         )
     if type(layer).compute_output_shape is not keras.layers.Layer.compute_output_shape:

@@ -137,6 +137,65 @@ def test_wrong_number_of_losses():
         layer([[np.float32(1.0)], np.ones(2, "float32")])
 
 
+def test_tensor_losses_equal_list_losses():
+    losses = np.array([0.7, 2.5, 0.1], "float32")
+    norms = np.array([1.5, 0.4, 3.0], "float32")
+    layer = layers.GradNorm(["a", "b", "c"], loss_pow=1.5, relative_diff=True)
+    layer.build(None)
+    layer.grad_norm_weights.assign(np.array([0.2, -0.4, 0.1], "float32"))
+    from_list = layer([[np.float32(v) for v in losses], norms])
+    from_tensor = layer([keras.ops.convert_to_tensor(losses), norms])
+    for a, b in zip(from_list, from_tensor, strict=True):
+        np.testing.assert_array_equal(
+            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b)
+        )
+
+
+@pytest.mark.parametrize(
+    "losses, norms, pattern",
+    [
+        (
+            np.ones(3, "float32"),
+            np.ones(2, "float32"),
+            r"`losses` a tensor of shape \(3,\)",
+        ),
+        (
+            np.ones(1, "float32"),
+            np.ones(2, "float32"),
+            r"`losses` a tensor of shape \(1,\)",
+        ),
+        (
+            np.ones(2, "float32"),
+            np.ones(3, "float32"),
+            r"`grad_norms` a tensor of shape \(3,\)",
+        ),
+        (
+            np.ones(2, "float32"),
+            [np.float32(1.0)] * 3,
+            r"`grad_norms` a list of 3 entries",
+        ),
+    ],
+)
+def test_wrong_size_of_tensor_inputs(losses, norms, pattern):
+    layer = layers.GradNorm(["a", "b"])
+    with pytest.raises(ValueError, match=r"Expected 2 \w+ .*a \[2\] tensor") as err:
+        layer([losses, norms])
+    assert err.match(pattern)
+
+
+def test_functional_model_returns_both_outputs():
+    losses = keras.Input((), name="losses")
+    norms = keras.Input((), name="norms")
+    layer = layers.GradNorm(["a", "b"])
+    model = keras.Model([losses, norms], layer([losses, norms]))
+    args = [np.array([1.0, 2.0], "float32"), np.array([2.0, 4.0], "float32")]
+    got = [float(keras.ops.convert_to_numpy(v)) for v in model(args)]
+    want = [float(keras.ops.convert_to_numpy(v)) for v in layer(args)]
+    # theta = 0: wn = [1, 2], avg 1.5, gnorm 2 * 0.25; weighted 0.5 * 3.
+    np.testing.assert_allclose(want, [0.5, 1.5], rtol=1e-6)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def _data(n=256):
     rng = np.random.RandomState(0)
     x = rng.standard_normal((n, 8)).astype("float32")

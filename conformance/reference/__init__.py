@@ -11,4 +11,10 @@ spec case's constructor config. It returns a dict with `outputs` (a list of
 arrays, in the order of the layer's flattened outputs), and optionally
 `losses` (a list of scalars, in `layer.losses` order) and `updates`
 (weight path -> new value of a non-trainable weight after the call).
+
+Every call also gets the keyword `anchor` (the generator passes it to any
+reference with `anchor` or `**kwargs`; those here all take `**_`): `None` for
+forward outputs, and `(inputs, weights)` at the unperturbed point while the
+golden generator takes finite differences. `stop_gradient(expr)` is `expr`
+evaluated at the anchor (the current point when it is `None`).
 """

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import keras
@@ -52,8 +53,9 @@ class GradNorm(keras.layers.Layer):
             `1e-06`.
         **kwargs: Args to pass to the base class.
 
-    Input: a list `[losses, grad_norms]`: `losses` a list of `n` scalars,
-    `grad_norms` a list of `n` scalars or a `[n]` tensor.
+    Input: a list `[losses, grad_norms]`: `losses` and `grad_norms` each a
+    list of `n` scalars or a `[n]` tensor (any tensor of `n` elements is
+    flattened). Another number of entries or elements raises a `ValueError`.
 
     Output: the list `[gnorm_loss, weighted_loss]` of two scalars.
 
@@ -124,22 +126,9 @@ class GradNorm(keras.layers.Layer):
                 f"Received: inputs with {len(inputs)} entries"
             )
         losses, grad_norms = inputs
-        losses = validation.as_list(losses)
-        if len(losses) != self.num_tasks:
-            raise ValueError(
-                f"Expected {self.num_tasks} losses (one per name in "
-                f"`loss_names`). Received: {len(losses)} losses"
-            )
-        dtype = self.compute_dtype
-        losses = ops.stack([ops.reshape(ops.cast(v, dtype), ()) for v in losses])
-        if isinstance(grad_norms, (list, tuple)):
-            grad_norms = ops.stack(
-                [ops.reshape(ops.cast(v, dtype), ()) for v in grad_norms]
-            )
-        norms = ops.stop_gradient(
-            ops.reshape(ops.cast(grad_norms, dtype), (self.num_tasks,))
-        )
-        weights = ops.cast(ops.softmax(self.grad_norm_weights), dtype)
+        losses = self._as_vector("losses", losses)
+        norms = ops.stop_gradient(self._as_vector("grad_norms", grad_norms))
+        weights = ops.cast(ops.softmax(self.grad_norm_weights), self.compute_dtype)
         weighted_norms = norms * weights
         avg = ops.mean(weighted_norms)
         diff = ops.abs(weighted_norms - avg)
@@ -149,9 +138,33 @@ class GradNorm(keras.layers.Layer):
         weighted_loss = ops.sum(losses * ops.stop_gradient(weights))
         return [gnorm_loss, weighted_loss]
 
+    def _as_vector(self, name: str, values: Any) -> Any:
+        """A list of `n` scalars or a tensor of `n` elements as a `[n]` tensor."""
+        n = self.num_tasks
+        dtype = self.compute_dtype
+        expected = (
+            f"Expected {n} {name} (one per name in `loss_names`): a list of {n} "
+            f"scalars or a [{n}] tensor."
+        )
+        if isinstance(values, (list, tuple)):
+            if len(values) != n:
+                raise ValueError(
+                    f"{expected} Received: `{name}` a list of {len(values)} entries"
+                )
+            return ops.stack([ops.reshape(ops.cast(v, dtype), ()) for v in values])
+        values = ops.convert_to_tensor(values)
+        try:
+            shape = tuple(values.shape)
+        except ValueError:  # A TensorFlow shape of unknown rank.
+            shape = (None,)
+        if all(d is not None for d in shape) and math.prod(shape) != n:
+            raise ValueError(f"{expected} Received: `{name}` a tensor of shape {shape}")
+        return ops.reshape(ops.cast(values, dtype), (n,))
+
     def compute_output_spec(self, inputs: Any) -> list[Any]:
-        spec = keras.KerasTensor((), dtype=self.compute_dtype)
-        return [spec, spec]
+        # Two distinct tensors: a functional model maps outputs by identity,
+        # so one object twice would make both outputs `weighted_loss`.
+        return [keras.KerasTensor((), dtype=self.compute_dtype) for _ in range(2)]
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
