@@ -52,6 +52,17 @@ def _ours(
     return _compile(x, [keras.layers.Dense(1)(y) for y in ys])
 
 
+def _gated_heads(x, expert_outputs: list) -> list:
+    """One softmax gate over the experts and a `Dense(1)` head per task."""
+    stacked = keras.ops.stack(expert_outputs, axis=1)  # [B, E, D]
+    ys = []
+    for _ in range(TASKS):
+        gate = keras.layers.Dense(len(expert_outputs), "softmax", use_bias=False)(x)
+        y = keras.ops.einsum("be,bed->bd", gate, stacked)
+        ys.append(keras.layers.Dense(1)(y))
+    return ys
+
+
 def _keras_loop(dim: int, experts: int, dims: list[int]) -> keras.Model:
     x = keras.Input((dim,))
     outs = []
@@ -60,26 +71,14 @@ def _keras_loop(dim: int, experts: int, dims: list[int]) -> keras.Model:
         for i, units in enumerate(dims):
             h = keras.layers.Dense(units, "relu" if i < len(dims) - 1 else None)(h)
         outs.append(h)
-    stacked = keras.ops.stack(outs, axis=1)  # [B, E, D]
-    ys = []
-    for _ in range(TASKS):
-        gate = keras.layers.Dense(experts, "softmax", use_bias=False)(x)
-        y = keras.ops.einsum("be,bed->bd", gate, stacked)
-        ys.append(keras.layers.Dense(1)(y))
-    return _compile(x, ys)
+    return _compile(x, _gated_heads(x, outs))
 
 
 def _seeds_loop(dim: int, experts: int, dims: list[int]) -> keras.Model:
     x = keras.Input((dim,))
     activations = ["relu"] * (len(dims) - 1) + [None]
     outs = [layers.MLP(dims, activations)(x) for _ in range(experts)]
-    stacked = keras.ops.stack(outs, axis=1)  # [B, E, D]
-    ys = []
-    for _ in range(TASKS):
-        gate = keras.layers.Dense(experts, "softmax", use_bias=False)(x)
-        y = keras.ops.einsum("be,bed->bd", gate, stacked)
-        ys.append(keras.layers.Dense(1)(y))
-    return _compile(x, ys)
+    return _compile(x, _gated_heads(x, outs))
 
 
 def _glorot(rng, shape):
@@ -102,28 +101,18 @@ def _native_params(dim, experts, dims):
     return params
 
 
-def _native_torch(dim, experts, dims):
+def _torch_adam_runner(forward, parameters):
+    """An eager PyTorch step of the summed task MSEs with `torch.optim.Adam`."""
     import torch
 
-    params = {
-        k: torch.nn.Parameter(torch.from_numpy(v))
-        for k, v in _native_params(dim, experts, dims).items()
-    }
-    opt = torch.optim.Adam(params.values(), lr=1e-3)
+    opt = torch.optim.Adam(parameters, lr=1e-3)
 
     def step(x, ys):
         opt.zero_grad(set_to_none=True)
-        h = x.unsqueeze(0).expand(experts, -1, -1)  # [E, B, D]
-        for i in range(len(dims)):
-            h = torch.baddbmm(params[f"b{i}"].unsqueeze(1), h, params[f"k{i}"])
-            if i < len(dims) - 1:
-                h = torch.relu(h)
-        loss = 0.0
-        for t in range(TASKS):
-            g = torch.softmax(x @ params[f"g{t}"], dim=-1)  # [B, E]
-            y = torch.einsum("be,ebd->bd", g, h)
-            pred = y @ params[f"hk{t}"] + params[f"hb{t}"]
-            loss = loss + torch.mean((pred - ys[t]) ** 2)
+        preds = forward(x)
+        loss = sum(
+            torch.mean((y_hat - y) ** 2) for y_hat, y in zip(preds, ys, strict=True)
+        )
         loss.backward()
         opt.step()
         return loss
@@ -134,6 +123,30 @@ def _native_torch(dim, experts, dims):
         return lambda: step(x, ys).item()
 
     return run
+
+
+def _native_torch(dim, experts, dims):
+    import torch
+
+    params = {
+        k: torch.nn.Parameter(torch.from_numpy(v))
+        for k, v in _native_params(dim, experts, dims).items()
+    }
+
+    def forward(x):
+        h = x.unsqueeze(0).expand(experts, -1, -1)  # [E, B, D]
+        for i in range(len(dims)):
+            h = torch.baddbmm(params[f"b{i}"].unsqueeze(1), h, params[f"k{i}"])
+            if i < len(dims) - 1:
+                h = torch.relu(h)
+        preds = []
+        for t in range(TASKS):
+            g = torch.softmax(x @ params[f"g{t}"], dim=-1)  # [B, E]
+            y = torch.einsum("be,ebd->bd", g, h)
+            preds.append(y @ params[f"hk{t}"] + params[f"hb{t}"])
+        return preds
+
+    return _torch_adam_runner(forward, list(params.values()))
 
 
 def _jax_adam_runner(loss_fn, params):
@@ -211,27 +224,10 @@ def _ours_in_jax_loop(dim, experts, dims):
 
 def _ours_in_torch_loop(dim, experts, dims):
     """Our model as a `torch.nn.Module` in the native PyTorch step."""
-    import torch
-
     model = _ours(dim, experts, dims)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-    def step(x, ys):
-        opt.zero_grad(set_to_none=True)
-        preds = model(x, training=True)
-        loss = sum(
-            torch.mean((y_hat - y) ** 2) for y_hat, y in zip(preds, ys, strict=True)
-        )
-        loss.backward()
-        opt.step()
-        return loss
-
-    def run(x, ys):
-        x = torch.from_numpy(x)
-        ys = [torch.from_numpy(y) for y in ys]
-        return lambda: step(x, ys).item()
-
-    return run
+    return _torch_adam_runner(
+        lambda x: model(x, training=True), list(model.parameters())
+    )
 
 
 NATIVE = {"torch": _native_torch, "jax": _native_jax}
