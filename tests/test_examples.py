@@ -23,7 +23,15 @@ def test_mmoe_synthetic_quick():
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    table = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    # The first table (final test loss); later tables have other row names.
+    lines = result.stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| model |"))
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        if line.startswith("| "):
+            table.append(line)
     assert table[0].startswith("| model | p = 1.0 | p = 0.5 | p = 0.0 |")
     assert [row.split(" | ")[0] for row in table[1:]] == [
         "| shared_bottom",
