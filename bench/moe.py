@@ -138,8 +138,8 @@ def _layer(cls, x, **kwargs):
 
 
 def _time(layer, x, repeats=(5, 3), xla_backward=True, warmup=3):
-    # Three warm-up calls, not one: the second and third calls after an XLA
-    # compile were still up to 40% slower on TensorFlow (allocator, threads).
+    # Several warm-up calls: with one, TensorFlow's compiled step read up to
+    # 40% slower than in longer runs (bench/moe_results.md).
     fwd, grad, sync = _compiled(layer, x, xla_backward)
     t_fwd = median_seconds(fwd, warmup, repeats[0], sync)
     t_grad = median_seconds(grad, warmup, repeats[1], sync)
