@@ -34,6 +34,11 @@ from keras_mtl.layers.pooling import SumPooling
 from keras_mtl.layers.senet import SeNet
 from keras_mtl.layers.snr import SNR
 from keras_mtl.layers.sparse_moe import SparseMoE
+from keras_mtl.layers.sparse_nas import MixedNASLayer
+from keras_mtl.layers.sparse_nas import NASGatingLayer
+from keras_mtl.layers.sparse_nas import NASSelectionLayer
+from keras_mtl.layers.sparse_nas import SimpleNasLayer
+from keras_mtl.layers.sparse_nas import nas_masks as nas_masks
 from keras_mtl.layers.uncertainty_weighting import UncertaintyWeighting
 
 __all__ = [
@@ -49,6 +54,9 @@ __all__ = [
     "FFM",
     "MLP",
     "MMoE",
+    "MixedNASLayer",
+    "NASGatingLayer",
+    "NASSelectionLayer",
     "PLE",
     "SNR",
     "SparseMoE",
@@ -66,6 +74,7 @@ __all__ = [
     "MaxPooling",
     "MergeTensorList",
     "SeNet",
+    "SimpleNasLayer",
     "SumPooling",
     "UncertaintyWeighting",
 ]
