@@ -267,3 +267,65 @@ def test_fit_moves_the_logits(index):
     assert np.isfinite(history.history["loss"]).all()
     after = [keras.ops.convert_to_numpy(w) for w in layer.trainable_weights]
     assert any(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
+
+
+def _logit_grads(layer, x, cot, training):
+    """d sum(layer(x) * cot) / d trainable variables, on the current backend."""
+    backend = keras.backend.backend()
+    variables = [v.value for v in layer.trainable_variables]
+    if backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        ntv = [v.value for v in layer.non_trainable_variables]
+
+        def objective(tv):
+            out, _ = layer.stateless_call(tv, ntv, x, training=training)
+            return jnp.sum(out * cot)
+
+        return [np.asarray(g) for g in jax.grad(objective)(variables)]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x, training=training) * cot)
+        return [g.numpy() for g in tape.gradient(loss, variables)]
+    import torch
+
+    loss = torch.sum(layer(x, training=training) * torch.as_tensor(cot))
+    return [g.numpy() for g in torch.autograd.grad(loss, variables)]
+
+
+def test_straight_through_gradient_is_the_soft_gradient():
+    # w = one_hot + (p - stop_gradient(p)): in training the logits get exactly
+    # the gradient of the soft mixture (mode "none"), whatever was sampled.
+    rng = np.random.RandomState(0)
+    x = rng.normal(size=(3, 9)).astype("float32")
+    cot = rng.normal(size=(3, 9)).astype("float32")
+    logits = [rng.normal(size=(3,)), rng.normal(size=(2,))]
+    grads = {}
+    for mode in ["discrete", "none"]:
+        layer = NASSelectionLayer(
+            [[2, 4, 6], [1, 3]],
+            ["a", "b"],
+            embedding_share_mode="left",
+            weight_grad_mode=mode,
+            temperature=0.7,
+            seed=4,
+        )
+        layer.build(x.shape)
+        for var, value in zip(layer.arch_logits, logits, strict=True):
+            var.assign(value.astype("float32"))
+        grads[mode] = _logit_grads(layer, x, cot, training=True)
+    for a, b in zip(grads["discrete"], grads["none"], strict=True):
+        assert np.abs(b).max() > 1e-3
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    gumbel = NASSelectionLayer(
+        [[2, 4, 6], [1, 3]],
+        ["a", "b"],
+        embedding_share_mode="left",
+        weight_grad_mode="gumbel",
+        seed=4,
+    )
+    gumbel.build(x.shape)
+    assert all(np.abs(g).max() > 0 for g in _logit_grads(gumbel, x, cot, True))
