@@ -107,6 +107,21 @@ def nas_masks(
     return rows
 
 
+def _flat_sizes(segment_sizes: Any) -> list[int]:
+    """One positive int width per segment (NumPy ints accepted)."""
+    if not isinstance(segment_sizes, (list, tuple)) or not all(
+        not isinstance(s, bool) and isinstance(s, (int, np.integer)) and s > 0
+        for s in segment_sizes
+    ):
+        raise ValueError(
+            "`segment_sizes` must be a non-empty list of positive integers. "
+            f"Received: segment_sizes={segment_sizes!r}"
+        )
+    return validation.positive_int_list(
+        "segment_sizes", [int(s) for s in segment_sizes]
+    )
+
+
 def _check_names(names: Any, count: int) -> list[str]:
     if (
         not isinstance(names, (list, tuple))
@@ -480,17 +495,7 @@ class NASGatingLayer(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(segment_sizes, (list, tuple)) or not all(
-            not isinstance(s, bool) and isinstance(s, (int, np.integer)) and s > 0
-            for s in segment_sizes
-        ):
-            raise ValueError(
-                "`segment_sizes` must be a non-empty list of positive integers. "
-                f"Received: segment_sizes={segment_sizes!r}"
-            )
-        self.segment_sizes = validation.positive_int_list(
-            "segment_sizes", [int(s) for s in segment_sizes]
-        )
+        self.segment_sizes = _flat_sizes(segment_sizes)
         self.segment_names = _check_names(segment_names, len(self.segment_sizes))
         self.ste_type = validation.one_of("ste_type", ste_type, STE_TYPES)
 
@@ -597,17 +602,7 @@ class SimpleNasLayer(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if not isinstance(segment_sizes, (list, tuple)) or not all(
-            not isinstance(s, bool) and isinstance(s, (int, np.integer)) and s > 0
-            for s in segment_sizes
-        ):
-            raise ValueError(
-                "`segment_sizes` must be a non-empty list of positive integers. "
-                f"Received: segment_sizes={segment_sizes!r}"
-            )
-        self.segment_sizes = validation.positive_int_list(
-            "segment_sizes", [int(s) for s in segment_sizes]
-        )
+        self.segment_sizes = _flat_sizes(segment_sizes)
         self.segment_names = _check_names(segment_names, len(self.segment_sizes))
         self.threshold = validation.in_range(
             "threshold", threshold, 0.0, 1.0, low_inclusive=False
