@@ -95,3 +95,13 @@ def hard_concrete(
     if straight_through:
         return stretched + ops.stop_gradient(hard - stretched)
     return hard
+
+
+def straight_through(hard: Any, soft: Any) -> Any:
+    """`hard` in the forward pass with the gradient of `soft`.
+
+    Written `hard + (soft - stop_gradient(soft))` so the forward value is
+    exactly `hard` (a one-hot or a 0/1 step), with no rounding from adding and
+    subtracting `soft`.
+    """
+    return hard + (soft - ops.stop_gradient(soft))

@@ -17,20 +17,9 @@ from typing import Any
 
 import numpy as np
 
+from conformance.reference import common
+
 Result = dict[str, Any]
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - np.max(z))
-    return e / np.sum(e)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def _softplus(z: np.ndarray) -> np.ndarray:
-    return np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))
 
 
 def choice_masks(sizes: list[int], mode: str, seed: Any, zero_choice: bool):
@@ -90,7 +79,7 @@ def _selection(inputs, weights, config, training, zero_choice) -> Result:
         if count == 1:
             w = np.ones(1)
         else:
-            p = _softmax(logits / temperature)
+            p = common.softmax(logits / temperature)
             if grad_mode == "none":
                 w = p
             elif training:
@@ -123,10 +112,12 @@ def nas_gating(inputs, weights, config, training, anchor=None, **_) -> Result:
     a = np.asarray(weights["gate_logits"], dtype=np.float64)
     ste = config.get("ste_type", "none")
     if ste == "none":
-        g = _sigmoid(a)
+        g = common.sigmoid(a)
     else:
         a0 = a if anchor is None else np.asarray(anchor[1]["gate_logits"], np.float64)
-        surrogate = (lambda z: np.clip(z, -1.0, 1.0)) if ste == "clip" else _softplus
+        surrogate = (
+            (lambda z: np.clip(z, -1.0, 1.0)) if ste == "clip" else common.softplus
+        )
         g = (a > 0).astype(np.float64) + surrogate(a) - surrogate(a0)
     mask = np.repeat(g, config["segment_sizes"])
     return {"outputs": [x * mask[None, :]]}
@@ -140,7 +131,7 @@ def simple_nas(inputs, weights, config, training, **_) -> Result:
     use_gumbel = config.get("use_gumbel", True)
     pieces = []
     for f, d in enumerate(config["segment_sizes"]):
-        p = _softmax(
+        p = common.softmax(
             np.asarray(weights[f"length_logits_{f}"], np.float64) / temperature
         )
         if training:

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_mtl import gating
 from keras_mtl import validation
 
 EMBEDDING_SHARE_MODES = ("left", "diff", "random", "none")
@@ -109,16 +110,14 @@ def nas_masks(
 
 def _flat_sizes(segment_sizes: Any) -> list[int]:
     """One positive int width per segment (NumPy ints accepted)."""
-    if not isinstance(segment_sizes, (list, tuple)) or not all(
-        not isinstance(s, bool) and isinstance(s, (int, np.integer)) and s > 0
-        for s in segment_sizes
-    ):
+    if not isinstance(segment_sizes, (list, tuple)):  # not a bare int either
         raise ValueError(
             "`segment_sizes` must be a non-empty list of positive integers. "
             f"Received: segment_sizes={segment_sizes!r}"
         )
     return validation.positive_int_list(
-        "segment_sizes", [int(s) for s in segment_sizes]
+        "segment_sizes",
+        [int(s) if isinstance(s, np.integer) else s for s in segment_sizes],
     )
 
 
@@ -148,10 +147,13 @@ def _check_seed(seed: Any) -> int | None:
     return None if seed is None else int(seed)
 
 
+def _concat(parts: list[Any], axis: int) -> Any:
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
+
+
 def _concat_inputs(inputs: Any) -> Any:
     if isinstance(inputs, (list, tuple)):
-        parts = list(inputs)
-        return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+        return _concat(list(inputs), axis=-1)
     return inputs
 
 
@@ -362,12 +364,12 @@ class NASSelectionLayer(keras.layers.Layer):
                     seed=self.seed_generator,
                 )
                 hard = ops.one_hot(ops.reshape(idx, ()), num, dtype="float32")
-                out.append(hard + (p - ops.stop_gradient(p)))
+                out.append(gating.straight_through(hard, p))
             else:  # gumbel
                 g = _gumbel((num,), self.seed_generator)
                 y = ops.softmax((logits + g) / self.temperature)
                 hard = ops.one_hot(ops.argmax(y), num, dtype="float32")
-                out.append(hard + (y - ops.stop_gradient(y)))
+                out.append(gating.straight_through(hard, y))
         return out
 
     def mask_weights(self, training: bool | None = None) -> Any:
@@ -376,7 +378,7 @@ class NASSelectionLayer(keras.layers.Layer):
         for w, m in zip(self.choice_weights(training), self.mask_arrays, strict=True):
             mask = ops.convert_to_tensor(m, dtype="float32")
             parts.append(ops.sum(ops.expand_dims(w, -1) * mask, axis=0))
-        return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+        return _concat(parts, axis=0)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         x = _concat_inputs(inputs)
@@ -516,7 +518,7 @@ class NASGatingLayer(keras.layers.Layer):
             return ops.sigmoid(a)
         step = ops.cast(ops.greater(a, 0.0), "float32")
         s = ops.clip(a, -1.0, 1.0) if self.ste_type == "clip" else ops.softplus(a)
-        return step + (s - ops.stop_gradient(s))
+        return gating.straight_through(step, s)
 
     def call(self, inputs: Any) -> Any:
         x = _concat_inputs(inputs)
@@ -645,7 +647,7 @@ class SimpleNasLayer(keras.layers.Layer):
                 length = ops.minimum(below + 1, d)
                 positions = ops.arange(d, dtype="int32")
                 parts.append(ops.cast(ops.less(positions, length), "float32"))
-        return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+        return _concat(parts, axis=0)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         x = _concat_inputs(inputs)
