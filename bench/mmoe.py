@@ -4,7 +4,9 @@ Model: MMoE with `E` experts (MLP `dims`, relu then linear), `T = 2` softmax
 gates, a `Dense(1)` head per task, the sum of the two MSEs, Adam.
 
 - (a) "keras loop": the same network from stock Keras layers, one `Dense`
-  stack per expert and a Python loop over experts (jit-compiled like ours).
+  stack per expert and a Python loop over experts, compiled like ours: XLA on
+  JAX and TensorFlow, eager on torch (Keras's default there; a
+  `torch.compile`d pair is an extra row).
 - (a') "seeds' loop": the seeds' own structure, one `keras_mtl.layers.MLP`
   per expert (weight-normalized, as MMoE's experts are by default) and a
   Python loop; the like-with-like baseline for ours with its defaults.
@@ -32,14 +34,29 @@ SIZES = [(512, 128, 8, [64, 32]), (2048, 512, 8, [256, 128])]
 TASKS = 2
 
 
-def _compile(inputs, outputs) -> keras.Model:
+def _default_jit() -> bool:
+    """XLA on JAX and TensorFlow; eager on torch, Keras's own default there.
+
+    Keras resolves `jit_compile="auto"` to eager on torch; `torch.compile`d
+    steps are timed as extra rows (`_COMPILED`).
+    """
+    return keras.backend.backend() != "torch"
+
+
+def _compile(inputs, outputs, jit_compile: bool | None = None) -> keras.Model:
     model = keras.Model(inputs, outputs)
-    model.compile(optimizer="adam", loss=["mse"] * TASKS, jit_compile=True)
+    if jit_compile is None:
+        jit_compile = _default_jit()
+    model.compile(optimizer="adam", loss=["mse"] * TASKS, jit_compile=jit_compile)
     return model
 
 
 def _ours(
-    dim: int, experts: int, dims: list[int], weight_norm: bool = True
+    dim: int,
+    experts: int,
+    dims: list[int],
+    weight_norm: bool = True,
+    jit_compile: bool | None = None,
 ) -> keras.Model:
     x = keras.Input((dim,))
     ys = layers.MMoE(
@@ -49,7 +66,7 @@ def _ours(
         num_experts=experts,
         use_weight_norm=weight_norm,
     )(x)
-    return _compile(x, [keras.layers.Dense(1)(y) for y in ys])
+    return _compile(x, [keras.layers.Dense(1)(y) for y in ys], jit_compile)
 
 
 def _gated_heads(x, expert_outputs: list) -> list:
@@ -63,7 +80,9 @@ def _gated_heads(x, expert_outputs: list) -> list:
     return ys
 
 
-def _keras_loop(dim: int, experts: int, dims: list[int]) -> keras.Model:
+def _keras_loop(
+    dim: int, experts: int, dims: list[int], jit_compile: bool | None = None
+) -> keras.Model:
     x = keras.Input((dim,))
     outs = []
     for _ in range(experts):
@@ -71,7 +90,7 @@ def _keras_loop(dim: int, experts: int, dims: list[int]) -> keras.Model:
         for i, units in enumerate(dims):
             h = keras.layers.Dense(units, "relu" if i < len(dims) - 1 else None)(h)
         outs.append(h)
-    return _compile(x, _gated_heads(x, outs))
+    return _compile(x, _gated_heads(x, outs), jit_compile)
 
 
 def _seeds_loop(dim: int, experts: int, dims: list[int]) -> keras.Model:
@@ -253,7 +272,24 @@ def run() -> list[dict[str, object]]:
             steps["native"] = NATIVE[backend](dim, experts, dims)(x, ys)
             steps["ours_native"] = OURS_NATIVE[backend](dim, experts, dims)(x, ys)
         # Timed in alternation, so load drifts of the shared machine hit all.
-        times = paired_median_seconds(steps, repeats=10, interleave=backend != "torch")
+        times = paired_median_seconds(steps, repeats=10)
+        if backend == "torch":
+            # After the eager ones and back to back: a `torch.compile`d step
+            # leaves OpenMP threads spinning that slow eager calls down.
+            compiled = {
+                "ours_compiled": _ours(dim, experts, dims, jit_compile=True),
+                "loop_compiled": _keras_loop(dim, experts, dims, jit_compile=True),
+            }
+            times.update(
+                paired_median_seconds(
+                    {
+                        k: lambda m=m, x=x, ys=ys: m.train_on_batch(x, ys)
+                        for k, m in compiled.items()
+                    },
+                    repeats=10,
+                    interleave=False,
+                )
+            )
         name = f"MMoE train step B={batch} D={dim} E={experts} {dims} T={TASKS}"
         rows.append(
             {
@@ -283,6 +319,17 @@ def run() -> list[dict[str, object]]:
                 "ratio": times["ours"] / times["seeds_loop"],
             }
         )
+        if backend == "torch":
+            rows.append(
+                {
+                    "benchmark": f"{name}, both through torch.compile "
+                    "(jit_compile=True)",
+                    "baseline": "Keras, one Dense stack per expert, Python loop",
+                    "baseline_ms": times["loop_compiled"] * 1e3,
+                    "ours_ms": times["ours_compiled"] * 1e3,
+                    "ratio": times["ours_compiled"] / times["loop_compiled"],
+                }
+            )
         if backend in NATIVE:
             label = "plain PyTorch (eager)" if backend == "torch" else "plain JAX (jit)"
             rows.append(

@@ -13,6 +13,7 @@ from keras_mtl import activations
 from keras_mtl import numerics
 from keras_mtl import routing
 from keras_mtl import validation
+from keras_mtl.backend.affine import batched_affine
 
 GATE_TYPES = ("softmax", "noisy_topk")
 DISPATCHERS = ("index", "einsum", "dense")
@@ -337,9 +338,8 @@ class SparseMoE(keras.layers.Layer):
         h = buffer
         last = len(self.expert_kernels) - 1
         for i, kernel in enumerate(self.expert_kernels):
-            h = ops.matmul(h, ops.cast(kernel, h.dtype))
-            if self.use_bias:
-                h = h + ops.expand_dims(ops.cast(self.expert_biases[i], h.dtype), 1)
+            bias = ops.cast(self.expert_biases[i], h.dtype) if self.use_bias else None
+            h = batched_affine(h, ops.cast(kernel, h.dtype), bias)
             if i < last and self.activation is not None:
                 h = self.activation(h)
         return h

@@ -17,6 +17,8 @@ from keras import ops
 
 from keras_mtl import numerics
 from keras_mtl import validation
+from keras_mtl.backend.affine import affine
+from keras_mtl.backend.affine import batched_affine
 from keras_mtl.layers.mlp import _resolve_activations
 
 
@@ -149,26 +151,26 @@ class StackedDense(keras.layers.Layer):
         a batched `[E, B, in] x [E, in, units]` product with the batch axis
         first. With the einsums `"bi,eio->beo"` / `"bei,eio->beo"` an MMoE
         training step (B=2048, in=512, E=8, [256, 128]) took 1.3x as long on
-        JAX and 1.16x on TensorFlow (CPU, bench/mmoe_results.md).
+        JAX and 1.16x on TensorFlow (CPU, bench/mmoe_results.md). On torch the
+        bias is added inside the matmul (`keras_mtl.backend.affine`).
         """
         kernel = self.kernel
         if self.allow_kernel_norm:
             kernel = numerics.weight_norm(kernel, self.kernel_norm)
         stacks, input_dim, units = kernel.shape
+        bias = self.bias if self.use_bias else None
         if self.shared_input:
             # All stacks share the input: one [B, in] x [in, E * units] matmul.
             flat = ops.reshape(
                 ops.transpose(kernel, (1, 0, 2)), (input_dim, stacks * units)
             )
-            outputs = ops.reshape(ops.matmul(inputs, flat), (-1, stacks, units))
-            if self.use_bias:
-                outputs = outputs + self.bias
+            if bias is not None:
+                bias = ops.reshape(bias, (stacks * units,))
+            outputs = ops.reshape(affine(inputs, flat, bias), (-1, stacks, units))
             return ops.transpose(outputs, (1, 0, 2)) if expert_major else outputs
         if not expert_major:
             inputs = ops.transpose(inputs, (1, 0, 2))
-        outputs = ops.matmul(inputs, kernel)  # [E, B, units], batched over E
-        if self.use_bias:
-            outputs = outputs + ops.expand_dims(self.bias, 1)
+        outputs = batched_affine(inputs, kernel, bias)  # [E, B, units]
         return outputs if expert_major else ops.transpose(outputs, (1, 0, 2))
 
     def compute_output_shape(self, input_shape: Any) -> Any:
