@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import keras
+import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -38,3 +39,36 @@ def test_mmoe_synthetic_quick():
         "| mmoe",
         "| ple",
     ]
+
+
+def test_cross_backend_training_is_one_run():
+    """From the same weights, 20 MMoE Adam steps agree on all three backends.
+
+    Cross-backend by itself, so it runs once (in the JAX test session).
+    """
+    if keras.backend.backend() != "jax":
+        pytest.skip("runs every backend itself; once is enough")
+    for module in ("jax", "tensorflow", "torch"):
+        pytest.importorskip(module)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "cross_backend_training.py"),
+            "--models=mmoe",
+            "--epochs=1",
+            "--train=5120",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    row = next(
+        line for line in result.stdout.splitlines() if line.startswith("| mmoe |")
+    )
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == "20", row  # steps
+    assert float(cells[2]) > float(cells[3]), row  # it trained
+    for diff in cells[4:]:
+        assert float(diff) < 1e-4, row
