@@ -593,6 +593,34 @@ def test_cgc_gates_and_outputs():
     assert shapes["c/shared_gate"] == (3, 6)
 
 
+def test_ple_return_gates():
+    kwargs = {"num_levels": 3, "num_task_experts": [1, 2], "num_shared_experts": 2}
+    plain = PLE(2, [[4], [3], [2]], **kwargs)
+    layer = PLE(2, [[4], [3], [2]], return_gates=True, **kwargs)
+    x = _x((5, 3))
+    plain(x)
+    layer(x)
+    _randomize(layer, 3)
+    plain.set_weights(layer.get_weights())  # same weight names and order
+    *outputs, g0, g1, g2 = layer(x)
+    for a, b in zip(outputs, plain(x), strict=True):
+        np.testing.assert_allclose(_np(a), _np(b), rtol=1e-6)
+    assert [tuple(g.shape) for g in (g0, g1, g2)] == [(5, 3, 5)] * 2 + [(5, 2, 5)]
+    for g in (g0, g1, g2):
+        np.testing.assert_allclose(_np(g).sum(-1), 1.0, rtol=1e-5)
+    # Task 0 sees its expert 0 and the shared experts 3, 4 only.
+    np.testing.assert_array_equal(_np(g2)[:, 0, [1, 2]], 0.0)
+    assert np.all(_np(g1)[:, 2] > 0)  # a shared gate sees every expert
+    # Symbolic: a functional model's outputs have the shapes of the eager ones.
+    inp = keras.Input((3,))
+    symbolic = PLE(2, [[4], [3], [2]], return_gates=True, **kwargs)(inp)
+    assert [tuple(t.shape) for t in symbolic] == [(None, 2)] * 2 + [
+        (None, 3, 5),
+        (None, 3, 5),
+        (None, 2, 5),
+    ]
+
+
 def test_ple_mixed_precision():
     layer = PLE(2, [4, 3], dtype="mixed_bfloat16")
     outputs = layer(_x((4, 5)))
@@ -621,7 +649,7 @@ def test_cgc_ple_config_roundtrip_every_argument(cls):
     if cls is CGC:
         kwargs.update(shared_output=True, return_gates=True)
     else:
-        kwargs.update(num_levels=3)
+        kwargs.update(num_levels=3, return_gates=True)
     layer = cls(**kwargs)
     config = layer.get_config()
     for key in kwargs:

@@ -372,11 +372,16 @@ class PLE(keras.layers.Layer):
         bias_regularizer: regularizer for expert biases. Defaults to `None`.
         temperature: float > 0. Gate temperature at every level. Defaults to
             `1.0`.
+        return_gates: bool. Also return every level's gates after the task
+            outputs: level `j`'s as `[B, T + 1, E_j]` (the task gates, then
+            the shared gate; zeros at the experts a gate does not see, see
+            `CGC`), the last level's as `[B, T, E]`. Defaults to `False`.
         **kwargs: Args to pass to the base class.
 
     Input shape: `(batch, in)`, or a list of `T + 1` tensors (see `CGC`).
     Output shape: a list of `T` tensors `(batch, D)`, `D` the last level's
-    expert output dim.
+    expert output dim; with `return_gates`, followed by `num_levels` gate
+    tensors.
 
     Weights: those of each level under `level_{j}/` (see `CGC`).
 
@@ -407,10 +412,12 @@ class PLE(keras.layers.Layer):
         use_bias: bool = True,
         bias_regularizer: str | keras.regularizers.Regularizer | None = None,
         temperature: float = 1.0,
+        return_gates: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.num_tasks = validation.positive_int("num_tasks", num_tasks)
+        self.return_gates = bool(return_gates)
         self.num_levels = validation.positive_int("num_levels", num_levels)
         if isinstance(expert_output_dims, (list, tuple)) and all(
             isinstance(d, (list, tuple)) for d in expert_output_dims
@@ -445,6 +452,7 @@ class PLE(keras.layers.Layer):
                 bias_regularizer=bias_regularizer,
                 temperature=temperature,
                 shared_output=j < self.num_levels - 1,
+                return_gates=self.return_gates,
                 dtype=self.dtype_policy,
                 name=f"level_{j}",
             )
@@ -470,14 +478,24 @@ class PLE(keras.layers.Layer):
             shape = [(batch, self.expert_output_dims[j][-1])] * (self.num_tasks + 1)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        x = inputs
+        x, gates = inputs, []
         for level in self.levels:
             x = level(x, training=training)
-        return x
+            if self.return_gates:
+                *x, level_gates = x
+                gates.append(level_gates)
+        return list(x) + gates
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         batch = self.levels[0]._input_shapes(input_shape)[0][0]
-        return [(batch, self.expert_output_dims[-1][-1]) for _ in range(self.num_tasks)]
+        shapes = [
+            (batch, self.expert_output_dims[-1][-1]) for _ in range(self.num_tasks)
+        ]
+        if self.return_gates:
+            for j, level in enumerate(self.levels):
+                rows = self.num_tasks + int(j < self.num_levels - 1)
+                shapes.append((batch, rows, level.num_experts))
+        return shapes
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -500,6 +518,7 @@ class PLE(keras.layers.Layer):
                 "use_bias": self.use_bias,
                 "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
                 "temperature": self.temperature,
+                "return_gates": self.return_gates,
             }
         )
         return config
