@@ -12,8 +12,10 @@ Variants, all the same layer and weights, measured in the same run:
 - `index` (ours, the default dispatcher),
 - `einsum`: the single-group one-hot GShard dispatch (`dispatcher="einsum"`),
 - `dense`: every expert on every token (`dispatcher="dense"`),
-- the compute limit: one `[2048, 2048] @ [2048, 2048]` float32 matmul timed
-  in the same run gives the machine's matmul throughput; the layer's
+- the compute limit: one `[2048, 2048] @ [2048, 2048]` float32 matmul,
+  timed in alternation with the index dispatcher's forward and
+  forward+backward (15 rounds after 3 warm-ups), gives the machine's matmul
+  throughput at the moment the layer is timed; the layer's
   efficiency is `active FLOPs / time / that throughput`, active FLOPs being
   `T * k * 4 * d * h` forward and three times that forward+backward.
 
@@ -28,6 +30,7 @@ import keras
 import numpy as np
 
 from bench.timing import median_seconds
+from bench.timing import paired_median_seconds
 from keras_mtl import layers
 
 TOKENS, EXPERTS, TOP_K, DIM, HIDDEN, CF = 4096, 64, 2, 256, 512, 1.25
@@ -103,8 +106,8 @@ def _compiled(layer, x, xla_backward=True):
     return torch_fwd, torch_grad, None
 
 
-def _matmul_seconds() -> float:
-    """Median time of one float32 `[n, n] @ [n, n]` matmul, compiled."""
+def _matmul_call():
+    """One float32 `[n, n] @ [n, n]` matmul (compiled), finished on return."""
     rng = np.random.RandomState(0)
     a = rng.standard_normal((MATMUL, MATMUL)).astype("float32")
     b = rng.standard_normal((MATMUL, MATMUL)).astype("float32")
@@ -113,17 +116,17 @@ def _matmul_seconds() -> float:
         import jax
 
         f = jax.jit(lambda a, b: a @ b)
-        return median_seconds(lambda: f(a, b), 2, 7, jax.block_until_ready)
+        return lambda: jax.block_until_ready(f(a, b))
     if backend == "tensorflow":
         import tensorflow as tf
 
         at, bt = tf.constant(a), tf.constant(b)
         f = tf.function(lambda a, b: tf.matmul(a, b), jit_compile=True)
-        return median_seconds(lambda: f(at, bt), 2, 7, lambda t: t.numpy())
+        return lambda: f(at, bt).numpy()
     import torch
 
     at, bt = torch.tensor(a), torch.tensor(b)
-    return median_seconds(lambda: at @ bt, 2, 7)
+    return lambda: at @ bt
 
 
 def _layer(cls, x, **kwargs):
@@ -146,10 +149,30 @@ def _time(layer, x, repeats=(5, 3), xla_backward=True, warmup=3):
     return t_fwd, t_grad
 
 
+def _time_with_matmul(layer, x, repeats=15, warmup=3):
+    """`(fwd, fwd+bwd, matmul)` seconds, the three timed in alternation.
+
+    This machine's speed drifts by up to ±30% over minutes; timing the
+    reference matmul in the same rounds as the layer keeps their ratio (the
+    "% of matmul") from depending on when each was measured.
+    """
+    fwd, grad, sync = _compiled(layer, x)
+    sync = sync or (lambda out: None)
+    times = paired_median_seconds(
+        {
+            "fwd": lambda: sync(fwd()),
+            "grad": lambda: sync(grad()),
+            "matmul": _matmul_call(),
+        },
+        warmup=warmup,
+        repeats=repeats,
+    )
+    return times["fwd"], times["grad"], times["matmul"]
+
+
 def run() -> list[dict]:
     rng = np.random.RandomState(0)
     x = rng.standard_normal((TOKENS, DIM)).astype("float32")
-    peak = 2.0 * MATMUL**3 / _matmul_seconds()  # FLOP/s
     active = TOKENS * TOP_K * 4.0 * DIM * HIDDEN  # forward FLOPs
     times = {}
     dropped = None
@@ -164,10 +187,11 @@ def run() -> list[dict]:
             eval_capacity_factor=CF,
             dispatcher=dispatcher,
         )
-        cheap = dispatcher == "index"
-        times[dispatcher] = _time(
-            layer, x, (15, 11) if cheap else (5, 3), warmup=3 if cheap else 2
-        )
+        if dispatcher == "index":
+            *times[dispatcher], t_matmul = _time_with_matmul(layer, x)
+            peak = 2.0 * MATMUL**3 / t_matmul  # FLOP/s
+        else:
+            times[dispatcher] = _time(layer, x, (5, 3), warmup=2)
         if dropped is None:
             layer(x, training=True)
             dropped = float(keras.ops.convert_to_numpy(layer.dropped_fraction))

@@ -685,6 +685,26 @@ def test_ple_fit():
     assert all(not np.allclose(a, b) for a, b in zip(before, after, strict=True))
 
 
+def test_affine_adapters_match_numpy():
+    """The torch-fused and the `keras.ops` forms of `x @ W + b` agree."""
+    from keras_mtl.backend.affine import affine
+    from keras_mtl.backend.affine import batched_affine
+
+    rng = np.random.RandomState(0)
+    x, w, b = (rng.standard_normal(s).astype("float32") for s in [(4, 5), (5, 3), (3,)])
+    np.testing.assert_allclose(_np(affine(x, w, b)), x @ w + b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_np(affine(x, w)), x @ w, rtol=1e-5, atol=1e-6)
+    xs, ws, bs = (
+        rng.standard_normal(s).astype("float32") for s in [(2, 4, 5), (2, 5, 3), (2, 3)]
+    )
+    np.testing.assert_allclose(
+        _np(batched_affine(xs, ws, bs)), xs @ ws + bs[:, None], rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        _np(batched_affine(xs, ws)), xs @ ws, rtol=1e-5, atol=1e-6
+    )
+
+
 def test_stacked_dense_matches_dense_per_slice_and_roundtrips():
     from keras_mtl.layers.stacked_mlp import StackedDense
 

@@ -31,7 +31,9 @@ def affine(x: Any, kernel: Any, bias: Any = None) -> Any:
         import torch
 
         return torch.addmm(
-            ops.convert_to_tensor(bias), x, ops.convert_to_tensor(kernel)
+            ops.convert_to_tensor(bias),
+            ops.convert_to_tensor(x),
+            ops.convert_to_tensor(kernel),
         )
     return ops.matmul(x, kernel) + bias
 
