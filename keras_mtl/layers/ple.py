@@ -372,10 +372,10 @@ class PLE(keras.layers.Layer):
         bias_regularizer: regularizer for expert biases. Defaults to `None`.
         temperature: float > 0. Gate temperature at every level. Defaults to
             `1.0`.
-        return_gates: bool. Also return every level's gates after the task
-            outputs: level `j`'s as `[B, T + 1, E_j]` (the task gates, then
+        return_gates: bool. Also return every level's gates, after the task
+            outputs. Level `j`'s are `[B, T + 1, E_j]` (the task gates, then
             the shared gate; zeros at the experts a gate does not see, see
-            `CGC`), the last level's as `[B, T, E]`. Defaults to `False`.
+            `CGC`), the last level's `[B, T, E]`. Defaults to `False`.
         **kwargs: Args to pass to the base class.
 
     Input shape: `(batch, in)`, or a list of `T + 1` tensors (see `CGC`).
