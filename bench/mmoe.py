@@ -38,7 +38,7 @@ def _default_jit() -> bool:
     """XLA on JAX and TensorFlow; eager on torch, Keras's own default there.
 
     Keras resolves `jit_compile="auto"` to eager on torch; `torch.compile`d
-    steps are timed as extra rows (`_COMPILED`).
+    steps are timed as extra rows (see `run`).
     """
     return keras.backend.backend() != "torch"
 
