@@ -253,6 +253,11 @@ NATIVE = {"torch": _native_torch, "jax": _native_jax}
 OURS_NATIVE = {"torch": _ours_in_torch_loop, "jax": _ours_in_jax_loop}
 
 
+def _train_step(model: keras.Model, x, ys):
+    """One Keras training step of `model` on the fixed batch, as a callable."""
+    return lambda: model.train_on_batch(x, ys)
+
+
 def run() -> list[dict[str, object]]:
     rows = []
     backend = keras.backend.backend()
@@ -267,7 +272,7 @@ def run() -> list[dict[str, object]]:
             ("loop", _keras_loop(dim, experts, dims)),
             ("seeds_loop", _seeds_loop(dim, experts, dims)),
         ):
-            steps[kind] = lambda m=model, x=x, ys=ys: m.train_on_batch(x, ys)
+            steps[kind] = _train_step(model, x, ys)
         if backend in NATIVE:
             steps["native"] = NATIVE[backend](dim, experts, dims)(x, ys)
             steps["ours_native"] = OURS_NATIVE[backend](dim, experts, dims)(x, ys)
@@ -282,10 +287,7 @@ def run() -> list[dict[str, object]]:
             }
             times.update(
                 paired_median_seconds(
-                    {
-                        k: lambda m=m, x=x, ys=ys: m.train_on_batch(x, ys)
-                        for k, m in compiled.items()
-                    },
+                    {k: _train_step(m, x, ys) for k, m in compiled.items()},
                     repeats=10,
                     interleave=False,
                 )
