@@ -167,8 +167,13 @@ def pytest_collection_modifyitems(
                     )
 
 
+_RESULT_KEY = "keras_mtl_result"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    # The record rides on the report's user_properties, so that under
+    # pytest-xdist it reaches the controller, which writes results.json.
     outcome = yield
     rep = outcome.get_result()
     callspec = getattr(item, "callspec", None)
@@ -182,7 +187,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         if rep.outcome == "failed" and hasattr(rep, "wasxfail"):
             status = "xpass-strict"
         param = callspec.params["case_check"]
-        _RESULTS[item.nodeid] = {
+        record = {
             "id": callspec.id,
             "layer": param.layer,
             "case": param.case_id,
@@ -198,13 +203,29 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
                 else None
             ),
         }
+        rep.user_properties.append((_RESULT_KEY, record))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for key, value in report.user_properties:
+        if key == _RESULT_KEY:
+            _RESULTS[report.nodeid] = value
+
+
+def _is_xdist_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if not _RESULTS:
+    if not _RESULTS or _is_xdist_worker(session.config):
         return
     import keras
 
+    # Marked at collection, which under xdist happens only in the workers;
+    # the results that came back say the same.
+    for entry in _STATE.get("expectations", []):
+        if any(entry["regex"].search(r["id"]) for r in _RESULTS.values()):
+            entry["used"] = True
     unused = [e for e in _STATE.get("expectations", []) if not e["used"]]
     env = {
         "label": _STATE["report_dir"].name,

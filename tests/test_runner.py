@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 import shutil
 import subprocess
 import sys
 
+import pytest
 import yaml
+
+# The spec format, the runner and the references do not depend on the backend.
+pytestmark = pytest.mark.backend_independent
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -50,6 +55,25 @@ def test_runner_passes_on_intact_goldens(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "3 passed" in proc.stdout
     assert (tmp_path / "report" / "results.json").exists()
+    assert "add_bias" in (tmp_path / "report" / "matrix.md").read_text()
+
+
+def test_parallel_workers_report_every_result(tmp_path):
+    # Under pytest-xdist the workers run the checks and the controller writes
+    # results.json: nothing may be lost on the way.
+    specs = _copy_spec(tmp_path)
+    proc = _run(f"--spec-dir={specs}", "-n", "2", "-k", "rank2", tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    serial = _run(f"--spec-dir={specs}", "-k", "rank2", tmp_path=tmp_path / "serial")
+    assert serial.returncode == 0, serial.stdout + serial.stderr
+    ids = [
+        sorted(r["id"] for r in json.loads(p.read_text())["results"])
+        for p in (
+            tmp_path / "report" / "results.json",
+            tmp_path / "serial" / "report" / "results.json",
+        )
+    ]
+    assert ids[0] == ids[1] and len(ids[0]) > 3, ids
     assert "add_bias" in (tmp_path / "report" / "matrix.md").read_text()
 
 
