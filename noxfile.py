@@ -29,6 +29,19 @@ nox.options.sessions = ["lint", "tests"]
 BACKENDS = ("tensorflow", "jax", "torch")
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 CPU_ENV = {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu", "PYTHONHASHSEED": "0"}
+# JAX compiles every eager op for each new shape (tens of ms each on a small
+# CPU). A disk cache shared by the pytest workers and the sessions after them
+# (the cross-backend loads repeat the conformance forwards) skips most of it.
+JAX_CACHE = {
+    "JAX_COMPILATION_CACHE_DIR": str(pathlib.Path(".nox/jax-cache").resolve()),
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+}
+# One pytest worker per core (pytest-xdist), at most 8: the checks are small
+# and mostly wait on single-threaded compilers (XLA, dynamo/inductor).
+WORKERS = ("-n", "auto", "--maxprocesses=8")
+# Tests marked `backend_independent` (argument errors, the spec format, the
+# runner, docstrings) run only under the first backend of the `tests` session.
 REPORTS = pathlib.Path("reports")
 CROSS_DIR = pathlib.Path("artifacts/keras")
 
@@ -40,7 +53,7 @@ def _install(session: nox.Session, extras: str) -> None:
 
 
 def _env(backend: str) -> dict[str, str]:
-    return {**CPU_ENV, "KERAS_BACKEND": backend}
+    return {**CPU_ENV, **JAX_CACHE, "KERAS_BACKEND": backend}
 
 
 def _pytest(session: nox.Session, *args: str, env: dict[str, str]) -> None:
@@ -56,12 +69,15 @@ def conformance(session: nox.Session, backend: str) -> None:
     _install(session, backend)
     device = "gpu" if "gpu" in session.posargs else "cpu"
     env = _env(backend)
+    workers: tuple[str, ...] = WORKERS
     if device == "gpu":
         env.pop("CUDA_VISIBLE_DEVICES")
         env.pop("JAX_PLATFORMS")
+        workers = ()  # one process per GPU
     _pytest(
         session,
         "conformance",
+        *workers,
         "-rfExX",
         f"--report-dir={REPORTS}/{backend}-{device}",
         f"--junitxml={REPORTS}/{backend}-{device}/junit.xml",
@@ -92,6 +108,7 @@ def cross_backend(session: nox.Session) -> None:
         _pytest(
             session,
             "conformance",
+            *WORKERS,
             "-k",
             "cross_backend",
             f"--cross-dir={CROSS_DIR}",
@@ -130,10 +147,13 @@ def tests(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("python", "-m", "conformance.goldens", "--check")
-    for backend in BACKENDS:
+    for i, backend in enumerate(BACKENDS):
+        once = () if i == 0 else ("-m", "not backend_independent")
         _pytest(
             session,
             "tests",
+            *WORKERS,
+            *once,
             f"--junitxml={REPORTS}/tests-{backend}.xml",
             *session.posargs,
             env=_env(backend),

@@ -24,6 +24,7 @@ def _x(*shape):
 # --- bad input -------------------------------------------------------------
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     ("build", "pattern"),
     [
@@ -202,6 +203,7 @@ def test_registry_round_trip(name):
         )
 
 
+@pytest.mark.backend_independent
 def test_registry_rejects_lambdas_and_junk():
     with pytest.raises(ValueError, match="Cannot serialize a lambda"):
         activations.serialize(lambda x: x)
@@ -304,6 +306,7 @@ def test_model_save_load_round_trip(tmp_path):
 # --- docstrings ----------------------------------------------------------------
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("cls", ALL_LAYERS, ids=lambda c: c.__name__)
 def test_docstring_defaults_match_signature(cls):
     doc = inspect.getdoc(cls)

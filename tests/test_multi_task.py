@@ -49,6 +49,7 @@ def test_top_k_mask_breaks_ties_by_index():
 # --- MMoE: argument errors --------------------------------------------------
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "kwargs, match",
     [

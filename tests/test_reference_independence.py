@@ -6,6 +6,11 @@ import ast
 import pathlib
 import sys
 
+import pytest
+
+# The spec format, the runner and the references do not depend on the backend.
+pytestmark = pytest.mark.backend_independent
+
 REFERENCE_DIR = (
     pathlib.Path(__file__).resolve().parents[1] / "conformance" / "reference"
 )

@@ -220,6 +220,10 @@ def test_dien_scan_and_unrolled_agree():
 def test_dien_trains_with_a_compiled_step(unroll):
     # jit_compile=True: XLA on TF (the scan path needs a bounded loop), jax.jit
     # on JAX, torch.compile on torch.
+    if unroll and keras.backend.backend() == "torch":
+        # Keras's torch `ops.scan` is a Python loop: dynamo traces the scan
+        # path into this very graph (and takes over a minute to do it).
+        pytest.skip("on torch the scan path already is the unrolled graph")
     q_in, k_in = keras.Input((3,)), keras.Input((4, 2))
     m_in = keras.Input((4,), dtype="bool")
     y = layers.DIEN(3, att_type="AGRU", unroll=unroll)([q_in, k_in, m_in])

@@ -56,6 +56,7 @@ def _hier(x, init_seed=0, **kwargs):
 # --- errors -------------------------------------------------------------------
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -89,6 +90,7 @@ def test_sparse_moe_group_size_must_divide_without_padding():
     assert SparseMoE(4, 3, group_size=8)(_x((3, 4, 5))).shape == (3, 4, 5)
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "kwargs, match",
     [

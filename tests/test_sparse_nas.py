@@ -103,6 +103,7 @@ def test_random_without_seed_keeps_its_masks_in_the_config():
     np.testing.assert_array_equal(layer.mask_arrays[0], again.mask_arrays[0])
 
 
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

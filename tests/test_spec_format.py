@@ -10,6 +10,9 @@ import pytest
 from conformance import goldens
 from conformance import spec as spec_lib
 
+# The spec format, the runner and the references do not depend on the backend.
+pytestmark = pytest.mark.backend_independent
+
 GOOD = """\
 schema_version: 1
 layer: keras_mtl.layers.LayerNorm
