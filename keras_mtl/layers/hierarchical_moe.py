@@ -11,6 +11,7 @@ from keras import ops
 from keras_mtl import activations
 from keras_mtl import routing
 from keras_mtl import validation
+from keras_mtl.backend.affine import batched_affine
 
 POLICIES = ("all", "none", "threshold", "random")
 DISPATCHERS = ("index", "einsum")
@@ -255,16 +256,23 @@ class HierarchicalMoE(keras.layers.Layer):
         return keras.random.uniform(shape, dtype="float32", seed=self.seed_generator)
 
     def _experts(self, v: Any) -> Any:
-        """Expert MLPs on `[X, Y, M, d]` slot rows."""
-        h = ops.matmul(v, ops.cast(self.expert_kernel_in, v.dtype))
-        if self.use_bias:
-            h = h + ops.expand_dims(ops.cast(self.expert_bias_in, v.dtype), 2)
+        """Expert MLPs on `[X, Y, M, d]` slot rows (one batched matmul each)."""
+        num_x, num_y, m, d = v.shape
+        e = num_x * num_y
+
+        def flat(w: Any) -> Any:
+            w = ops.cast(w, v.dtype)
+            return ops.reshape(w, (e, *w.shape[2:]))
+
+        bias_in = flat(self.expert_bias_in) if self.use_bias else None
+        bias_out = flat(self.expert_bias_out) if self.use_bias else None
+        h = batched_affine(
+            ops.reshape(v, (e, m, d)), flat(self.expert_kernel_in), bias_in
+        )
         if self.activation is not None:
             h = self.activation(h)
-        out = ops.matmul(h, ops.cast(self.expert_kernel_out, v.dtype))
-        if self.use_bias:
-            out = out + ops.expand_dims(ops.cast(self.expert_bias_out, v.dtype), 2)
-        return out
+        out = batched_affine(h, flat(self.expert_kernel_out), bias_out)
+        return ops.reshape(out, (num_x, num_y, m, out.shape[-1]))
 
     def call(
         self,
