@@ -40,8 +40,6 @@ JAX_CACHE = {
 # One pytest worker per core (pytest-xdist), at most 8: the checks are small
 # and mostly wait on single-threaded compilers (XLA, dynamo/inductor).
 WORKERS = ("-n", "auto", "--maxprocesses=8")
-# Tests marked `backend_independent` (argument errors, the spec format, the
-# runner, docstrings) run only under the first backend of the `tests` session.
 REPORTS = pathlib.Path("reports")
 CROSS_DIR = pathlib.Path("artifacts/keras")
 
@@ -148,6 +146,8 @@ def tests(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("python", "-m", "conformance.goldens", "--check")
     for i, backend in enumerate(BACKENDS):
+        # Tests marked `backend_independent` (argument errors, the spec
+        # format, the runner, docstrings) run under the first backend only.
         once = () if i == 0 else ("-m", "not backend_independent")
         _pytest(
             session,

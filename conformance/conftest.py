@@ -141,7 +141,6 @@ def _load_expectations(path: pathlib.Path) -> list[dict[str, Any]]:
         if not entry.get("reason"):
             raise pytest.UsageError(f"{path}: entry {i}: a reason is required")
         entry["regex"] = re.compile(entry["match"])
-        entry["used"] = False
         entry["path"] = str(path)
     return entries
 
@@ -167,7 +166,6 @@ def pytest_collection_modifyitems(
             continue
         for entry in _STATE.get("expectations", []):
             if entry["regex"].search(test_id):
-                entry["used"] = True
                 if entry["status"] == "skip":
                     item.add_marker(pytest.mark.skip(reason=entry["reason"]))
                 else:
@@ -230,12 +228,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     import keras
 
-    # Marked at collection, which under xdist happens only in the workers;
-    # the results that came back say the same.
-    for entry in _STATE.get("expectations", []):
-        if any(entry["regex"].search(r["id"]) for r in _RESULTS.values()):
-            entry["used"] = True
-    unused = [e for e in _STATE.get("expectations", []) if not e["used"]]
+    # From the results, not from collection: under xdist only the workers
+    # collect.
+    unused = [
+        e
+        for e in _STATE.get("expectations", [])
+        if not any(e["regex"].search(r["id"]) for r in _RESULTS.values())
+    ]
+    _STATE["unused_expectations"] = unused
     env = {
         "label": _STATE["report_dir"].name,
         "backend": _STATE["backend"],
@@ -272,12 +272,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.section("keras_mtl conformance")
     for line in lines:
         terminalreporter.write_line(line)
-    for entry in _STATE.get("expectations", []):
-        if not entry["used"]:
-            terminalreporter.write_line(
-                f"WARNING: expectation '{entry['match']}' in {entry['path']} "
-                "matched no test"
-            )
+    for entry in _STATE.get("unused_expectations", []):
+        terminalreporter.write_line(
+            f"WARNING: expectation '{entry['match']}' in {entry['path']} "
+            "matched no test"
+        )
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

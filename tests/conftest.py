@@ -9,14 +9,13 @@ import pytest
 
 BACKEND = keras.backend.backend()
 
-# The backends import hundreds of thousands of long-lived objects; frozen,
-# they are skipped by every later collection (clear_session's gc.collect
-# costs 0.2-0.35 s per test otherwise).
-gc.freeze()
-
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    gc.freeze()  # and what the test modules imported
+    # The backends and test modules are imported by now: hundreds of
+    # thousands of long-lived objects. Frozen, they are skipped by every later
+    # collection (clear_session's gc.collect costs 0.2-0.35 s per test
+    # otherwise).
+    gc.freeze()
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-# The spec format, the runner and the references do not depend on the backend.
+# Static checks of the reference sources: no backend involved.
 pytestmark = pytest.mark.backend_independent
 
 REFERENCE_DIR = (

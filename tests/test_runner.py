@@ -12,7 +12,8 @@ import sys
 import pytest
 import yaml
 
-# The spec format, the runner and the references do not depend on the backend.
+# The runner's logic is shared by all backends (each backend's adapters run
+# in its conformance session).
 pytestmark = pytest.mark.backend_independent
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import pytest
 from conformance import goldens
 from conformance import spec as spec_lib
 
-# The spec format, the runner and the references do not depend on the backend.
+# Spec loading and golden checks: no backend involved.
 pytestmark = pytest.mark.backend_independent
 
 GOOD = """\
