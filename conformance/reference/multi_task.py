@@ -283,8 +283,12 @@ def ple(inputs, weights, config, training, **_) -> Result:
     if not all(isinstance(d, list) for d in dims):
         dims = [dims] * levels
     groups = list(inputs) if len(inputs) > 1 else [inputs[0]] * (num_tasks + 1)
+    level_gates = []
     for j in range(levels):
-        groups, _ = _cgc_level(
+        groups, gates = _cgc_level(
             groups, weights, config, dims[j], j < levels - 1, f"level_{j}/"
         )
+        level_gates.append(np.stack(gates, axis=1))  # [B, T (+1 shared), E_j]
+    if config.get("return_gates", False):
+        groups += level_gates
     return {"outputs": groups, "losses": []}
