@@ -144,6 +144,21 @@ def test_kernel_norm_scale_starts_at_initial_column_norms():
         assert layer.kernel_norm.trainable is trainable
 
 
+def test_weight_norm_in_float16_does_not_overflow():
+    # Columns of norm 20 * sqrt(512) ~ 453: their float16 sum of squares
+    # (~205k) would overflow to inf and zero the normalized kernel.
+    layer = layers.Dense(
+        2,
+        allow_kernel_norm=True,
+        kernel_initializer=keras.initializers.Constant(20.0),
+        dtype="mixed_float16",
+    )
+    y = keras.ops.convert_to_numpy(layer(np.ones((3, 512), "float32")))
+    assert y.dtype == np.float16
+    # Normalized columns scaled back to their initial norms give `x @ W`.
+    np.testing.assert_allclose(y, np.full((3, 2), 20.0 * 512), rtol=2e-3)
+
+
 def test_relu_monitor_updates_only_in_training():
     layer = layers.Dense(4, activation="relu", inactive_relu_monitor=True)
     x = _x(16, 3)
