@@ -146,11 +146,19 @@ def _table(rows: dict) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def _cells() -> dict:
+    """An empty per-seed list for each (model, p)."""
+    return {(m, c): [] for m in MODELS for c in CORRELATIONS}
+
+
+def _json_key(cell: tuple) -> str:
+    return f"{cell[0]}|{cell[1]}"
+
+
 def train_all(args: argparse.Namespace, seeds: list, epochs: int, n: tuple) -> tuple:
     """Per-seed final test losses and learning-curve areas, keyed (model, p)."""
     n_train, n_test = n
-    results: dict = {(m, c): [] for m in MODELS for c in CORRELATIONS}
-    curves: dict = {(m, c): [] for m in MODELS for c in CORRELATIONS}
+    results, curves = _cells(), _cells()
     params: dict = {}
     for seed in seeds:
         for corr in CORRELATIONS:
@@ -228,8 +236,8 @@ def _to_json(results: dict, curves: dict, meta: dict) -> str:
     return json.dumps(
         {
             **meta,
-            "final": {f"{k}|{c}": v for (k, c), v in results.items()},
-            "curve": {f"{k}|{c}": v for (k, c), v in curves.items()},
+            "final": {_json_key(cell): v for cell, v in results.items()},
+            "curve": {_json_key(cell): v for cell, v in curves.items()},
         },
         indent=1,
     )
@@ -240,12 +248,11 @@ def pool(paths: list) -> None:
     runs = [json.loads(pathlib.Path(path).read_text()) for path in paths]
     if len({run["epochs"] for run in runs}) != 1:
         raise ValueError("--pool: the runs were trained for different epochs")
-    results: dict = {(m, c): [] for m in MODELS for c in CORRELATIONS}
-    curves: dict = {(m, c): [] for m in MODELS for c in CORRELATIONS}
+    results, curves = _cells(), _cells()
     for run in runs:
-        for key in results:
-            results[key] += run["final"][f"{key[0]}|{key[1]}"]
-            curves[key] += run["curve"][f"{key[0]}|{key[1]}"]
+        for cell in results:
+            results[cell] += run["final"][_json_key(cell)]
+            curves[cell] += run["curve"][_json_key(cell)]
         print(f"{run['backend']}: seeds {run['seeds'][0]}..{run['seeds'][-1]}")
     print(f"\npooled: {len(results[(MODELS[0], CORRELATIONS[0])])} runs per cell\n")
     report(results, curves, runs[0]["epochs"])
@@ -284,8 +291,12 @@ def main() -> None:
     )
     report(results, curves, epochs)
     if args.json:
-        meta = {"backend": keras.backend.backend(), "seeds": seed_list}
-        args.json.write_text(_to_json(results, curves, {**meta, "epochs": epochs}))
+        meta = {
+            "backend": keras.backend.backend(),
+            "seeds": seed_list,
+            "epochs": epochs,
+        }
+        args.json.write_text(_to_json(results, curves, meta))
 
 
 if __name__ == "__main__":
