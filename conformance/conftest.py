@@ -54,6 +54,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "conformance.xbackend save`; enables cross_backend checks",
     )
     group.addoption(
+        "--save-keras-dir",
+        default=None,
+        help="keep each keras_file check's .keras file and outputs under "
+        "<dir>/<backend>/ for the cross_backend loads (what `python -m "
+        "conformance.xbackend save` writes)",
+    )
+    group.addoption(
         "--expectations",
         default=None,
         help="expected-failures file (default "
@@ -115,6 +122,7 @@ def pytest_configure(config: pytest.Config) -> None:
         started=time.time(),
         spec_dirs=spec_dirs,
         cross_dir=config.getoption("--cross-dir"),
+        save_keras_dir=config.getoption("--save-keras-dir"),
     )
     report_dir = config.getoption("--report-dir") or f"reports/{backend}-{device}"
     _STATE["report_dir"] = pathlib.Path(report_dir)

@@ -22,6 +22,7 @@ from conformance import conftest
 from conformance import goldens
 from conformance import harness
 from conformance import spec as spec_lib
+from conformance import xbackend
 from conformance.collect import CaseCheck
 
 
@@ -274,7 +275,14 @@ def check_keras_file(cc: CaseCheck, request, tmp_path) -> float:
     expected = _case_golden(case)["forward"]["float32"]
     layer = harness.ready_layer(case)
     model = harness.functional_model(case, layer)
-    path = tmp_path / "model.keras"
+    # With --save-keras-dir the file is kept for the cross_backend loads.
+    save_dir = conftest.state()["save_keras_dir"]
+    backend = conftest.state()["backend"]
+    keep = save_dir is not None and "cross_backend" in case.checks
+    if keep:
+        path = xbackend.model_file(save_dir, backend, case)
+    else:
+        path = tmp_path / "model.keras"
     model.save(path)
     loaded = keras.saving.load_model(path)
     before = {v.path: harness.to_numpy(v.value) for v in model.weights}
@@ -285,6 +293,8 @@ def check_keras_file(cc: CaseCheck, request, tmp_path) -> float:
     inputs = harness.concrete_inputs(case)
     kwargs = {"training": case.training}
     y0 = model(harness.model_inputs(inputs), **kwargs)
+    if keep:
+        xbackend.write_data(save_dir, backend, case, before, y0)
     y1 = loaded(harness.model_inputs(inputs), **kwargs)
     same = compare.same_backend_tolerance()
     for i, (a, b) in enumerate(
@@ -297,8 +307,6 @@ def check_keras_file(cc: CaseCheck, request, tmp_path) -> float:
 
 
 def check_cross_backend(cc: CaseCheck, request, tmp_path) -> float:
-    from conformance import xbackend
-
     saver = cc.policy.removeprefix("from_")
     return xbackend.check_load(
         cc.case,

@@ -7,6 +7,11 @@
 `<out>/<backend>/<layer>/<case>.keras` and `<case>.npz` (the saver's weights
 and outputs). The `cross_backend` check loads each file on the current
 backend and requires identical weights and matching outputs.
+
+The conformance run writes the same files as a by-product of its `keras_file`
+checks when given `--save-keras-dir` (that check already builds, saves and
+calls each model), which is how `nox -t conformance` gets them without a
+second pass over every spec.
 """
 
 from __future__ import annotations
@@ -29,6 +34,33 @@ def _paths(root: str | pathlib.Path, backend: str, case: spec_lib.Case):
     return base / f"{case.id}.keras", base / f"{case.id}.npz"
 
 
+def model_file(root: str | pathlib.Path, backend: str, case: spec_lib.Case):
+    """Where `backend`'s `.keras` file for `case` goes (its folder created)."""
+    model_path, _ = _paths(root, backend, case)
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+    return model_path
+
+
+def write_data(
+    root: str | pathlib.Path,
+    backend: str,
+    case: spec_lib.Case,
+    weights: dict[str, np.ndarray],
+    outputs: Any,
+) -> None:
+    """Store the saver's weights (as saved) and outputs beside its `.keras` file."""
+    from conformance import harness
+
+    arrays = {f"weight:{k}": v for k, v in weights.items()}
+    arrays.update(
+        {
+            f"output:{i}": harness.to_numpy(o)
+            for i, o in enumerate(harness.flatten(outputs))
+        }
+    )
+    np.savez(_paths(root, backend, case)[1], **arrays)
+
+
 def save(out: pathlib.Path, spec_dirs: list[str] | None) -> int:
     import keras
 
@@ -42,26 +74,17 @@ def save(out: pathlib.Path, spec_dirs: list[str] | None) -> int:
             if "cross_backend" not in case.checks:
                 continue
             keras.utils.clear_session()
-            model_path, data_path = _paths(out, backend, case)
-            model_path.parent.mkdir(parents=True, exist_ok=True)
             layer = harness.ready_layer(case)
             model = harness.functional_model(case, layer)
+            model_path = model_file(out, backend, case)
             model.save(model_path)
             # The weights as saved: a training call may update state (BN).
-            arrays = {
-                f"weight:{v.path}": harness.to_numpy(v.value) for v in model.weights
-            }
+            weights = {v.path: harness.to_numpy(v.value) for v in model.weights}
             outputs = model(
                 harness.model_inputs(harness.concrete_inputs(case)),
                 training=case.training,
             )
-            arrays.update(
-                {
-                    f"output:{i}": harness.to_numpy(o)
-                    for i, o in enumerate(harness.flatten(outputs))
-                }
-            )
-            np.savez(data_path, **arrays)
+            write_data(out, backend, case, weights, outputs)
             count += 1
     print(f"{backend}: saved {count} models under {out / backend}")
     return 0

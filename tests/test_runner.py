@@ -78,6 +78,50 @@ def test_parallel_workers_report_every_result(tmp_path):
     assert "add_bias" in (tmp_path / "report" / "matrix.md").read_text()
 
 
+def test_keras_file_checks_save_what_cross_backend_loads(tmp_path):
+    # nox keeps the keras_file checks' files instead of a separate save pass:
+    # they must hold what `conformance.xbackend save` writes, and load.
+    import numpy as np
+
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    specs = _copy_spec(tmp_path)
+    kept, saved = tmp_path / "kept", tmp_path / "saved"
+    proc = _run(
+        f"--spec-dir={specs}",
+        f"--save-keras-dir={kept}",
+        "-k",
+        "rank2 and keras_file",
+        tmp_path=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    cli = subprocess.run(
+        [sys.executable, "-m", "conformance.xbackend", "save"]
+        + [f"--out={saved}", f"--spec-dir={specs}"],
+        cwd=ROOT,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert cli.returncode == 0, cli.stdout + cli.stderr
+    case = pathlib.Path(backend, "add_bias", "rank2")
+    assert (kept / case.with_suffix(".keras")).exists()
+    a = np.load(kept / case.with_suffix(".npz"))
+    b = np.load(saved / case.with_suffix(".npz"))
+    assert sorted(a) == sorted(b) and any(k.startswith("output:") for k in a)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    proc = _run(
+        f"--spec-dir={specs}",
+        f"--cross-dir={kept}",
+        "-k",
+        f"rank2 and cross_backend and from_{backend}",
+        tmp_path=tmp_path / "load",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
+
+
 def test_a_corrupted_golden_number_fails_the_suite(tmp_path):
     specs = _copy_spec(tmp_path)
     golden_path = specs / "add_bias" / "golden.yaml"
