@@ -258,6 +258,19 @@ def _train_step(model: keras.Model, x, ys):
     return lambda: model.train_on_batch(x, ys)
 
 
+def _row(
+    name: str, times: dict[str, float], label: str, baseline: str, base: str, ours: str
+) -> dict[str, object]:
+    """One result: step `ours` of `times` against step `base`."""
+    return {
+        "benchmark": f"{name}{label}",
+        "baseline": baseline,
+        "baseline_ms": times[base] * 1e3,
+        "ours_ms": times[ours] * 1e3,
+        "ratio": times[ours] / times[base],
+    }
+
+
 def run() -> list[dict[str, object]]:
     rows = []
     backend = keras.backend.backend()
@@ -298,73 +311,38 @@ def run() -> list[dict[str, object]]:
                 )
             )
         name = f"MMoE train step B={batch} D={dim} E={experts} {dims} T={TASKS}"
-        rows.append(
-            {
-                "benchmark": name,
-                "baseline": "Keras, one Dense stack per expert, Python loop",
-                "baseline_ms": times["loop"] * 1e3,
-                "ours_ms": times["ours"] * 1e3,
-                "ratio": times["ours"] / times["loop"],
-            }
+        loop = "Keras, one Dense stack per expert, Python loop"
+        seeds = (
+            "seeds' structure: one keras_mtl MLP (weight norm) per expert, Python loop"
         )
-        rows.append(
-            {
-                "benchmark": f"{name}, ours with use_weight_norm=False",
-                "baseline": "Keras, one Dense stack per expert, Python loop",
-                "baseline_ms": times["loop"] * 1e3,
-                "ours_ms": times["ours_plain"] * 1e3,
-                "ratio": times["ours_plain"] / times["loop"],
-            }
-        )
-        rows.append(
-            {
-                "benchmark": name,
-                "baseline": "seeds' structure: one keras_mtl MLP (weight norm) "
-                "per expert, Python loop",
-                "baseline_ms": times["seeds_loop"] * 1e3,
-                "ours_ms": times["ours"] * 1e3,
-                "ratio": times["ours"] / times["seeds_loop"],
-            }
-        )
+        # (label, baseline, baseline's step, our step)
+        pairs = [
+            ("", loop, "loop", "ours"),
+            (", ours with use_weight_norm=False", loop, "loop", "ours_plain"),
+            ("", seeds, "seeds_loop", "ours"),
+        ]
         if backend == "torch":
-            rows.append(
-                {
-                    "benchmark": f"{name}, both through torch.compile "
-                    "(jit_compile=True)",
-                    "baseline": "Keras, one Dense stack per expert, Python loop",
-                    "baseline_ms": times["loop_compiled"] * 1e3,
-                    "ours_ms": times["ours_compiled"] * 1e3,
-                    "ratio": times["ours_compiled"] / times["loop_compiled"],
-                }
+            pairs.append(
+                (
+                    ", both through torch.compile (jit_compile=True)",
+                    loop,
+                    "loop_compiled",
+                    "ours_compiled",
+                )
             )
         if backend in NATIVE:
             label = "plain PyTorch (eager)" if backend == "torch" else "plain JAX (jit)"
-            rows.append(
-                {
-                    "benchmark": name,
-                    "baseline": f"hand-written {label}",
-                    "baseline_ms": times["native"] * 1e3,
-                    "ours_ms": times["ours"] * 1e3,
-                    "ratio": times["ours"] / times["native"],
-                }
-            )
-            rows.append(
-                {
-                    "benchmark": f"{name}, ours in the same native loop",
-                    "baseline": f"hand-written {label}",
-                    "baseline_ms": times["native"] * 1e3,
-                    "ours_ms": times["ours_native"] * 1e3,
-                    "ratio": times["ours_native"] / times["native"],
-                }
-            )
-            rows.append(
-                {
-                    "benchmark": f"{name}, ours with use_weight_norm=False in the "
-                    "same native loop (the same math as the baseline)",
-                    "baseline": f"hand-written {label}",
-                    "baseline_ms": times["native"] * 1e3,
-                    "ours_ms": times["ours_plain_native"] * 1e3,
-                    "ratio": times["ours_plain_native"] / times["native"],
-                }
-            )
+            native = f"hand-written {label}"
+            pairs += [
+                ("", native, "native", "ours"),
+                (", ours in the same native loop", native, "native", "ours_native"),
+                (
+                    ", ours with use_weight_norm=False in the same native loop "
+                    "(the same math as the baseline)",
+                    native,
+                    "native",
+                    "ours_plain_native",
+                ),
+            ]
+        rows += [_row(name, times, *pair) for pair in pairs]
     return rows
