@@ -299,13 +299,16 @@ def run() -> list[dict[str, object]]:
         if backend == "torch":
             # After the eager ones and back to back: a `torch.compile`d step
             # leaves OpenMP threads spinning that slow eager calls down.
-            compiled = {
+            compiled_models = {
                 "ours_compiled": _ours(dim, experts, dims, jit_compile=True),
+                "ours_plain_compiled": _ours(
+                    dim, experts, dims, weight_norm=False, jit_compile=True
+                ),
                 "loop_compiled": _keras_loop(dim, experts, dims, jit_compile=True),
             }
             times.update(
                 paired_median_seconds(
-                    {k: _train_step(m, x, ys) for k, m in compiled.items()},
+                    {k: _train_step(m, x, ys) for k, m in compiled_models.items()},
                     repeats=10,
                     interleave=False,
                 )
@@ -322,14 +325,16 @@ def run() -> list[dict[str, object]]:
             ("", seeds, "seeds_loop", "ours"),
         ]
         if backend == "torch":
-            pairs.append(
+            both = ", both through torch.compile (jit_compile=True)"
+            pairs += [
+                (both, loop, "loop_compiled", "ours_compiled"),
                 (
-                    ", both through torch.compile (jit_compile=True)",
+                    f"{both}, ours with use_weight_norm=False",
                     loop,
                     "loop_compiled",
-                    "ours_compiled",
-                )
-            )
+                    "ours_plain_compiled",
+                ),
+            ]
         if backend in NATIVE:
             label = "plain PyTorch (eager)" if backend == "torch" else "plain JAX (jit)"
             native = f"hand-written {label}"
