@@ -69,16 +69,16 @@ def conformance(session: nox.Session, backend: str) -> None:
     device = "gpu" if "gpu" in session.posargs else "cpu"
     env = _env(backend)
     workers: tuple[str, ...] = WORKERS
-    # The keras_file checks keep their `.keras` files for cross_backend, which
-    # loads them on every backend; stale files from an earlier run go first.
-    saved = CROSS_DIR / backend
-    shutil.rmtree(saved, ignore_errors=True)
-    keep: tuple[str, ...] = (f"--save-keras-dir={CROSS_DIR}",)
+    keep: tuple[str, ...] = ()
     if device == "gpu":
         env.pop("CUDA_VISIBLE_DEVICES")
         env.pop("JAX_PLATFORMS")
         workers = ()  # one process per GPU
-        keep = ()  # the loads run on the CPU, from files the CPU run saved
+    else:
+        # The keras_file checks keep their `.keras` files for cross_backend,
+        # which loads them on every backend; stale files of an earlier run go.
+        shutil.rmtree(CROSS_DIR / backend, ignore_errors=True)
+        keep = (f"--save-keras-dir={CROSS_DIR}",)
     _pytest(
         session,
         "conformance",
