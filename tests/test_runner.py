@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 
@@ -19,10 +20,14 @@ pytestmark = pytest.mark.backend_independent
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+def _cpu_env() -> dict[str, str]:
+    return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
+
+
 def _run(
     *args: str, tmp_path: pathlib.Path, extra_env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
+    env = _cpu_env()
     env.update(extra_env or {})
     return subprocess.run(
         [
@@ -81,8 +86,6 @@ def test_parallel_workers_report_every_result(tmp_path):
 def test_keras_file_checks_save_what_cross_backend_loads(tmp_path):
     # nox keeps the keras_file checks' files instead of a separate save pass:
     # they must hold what `conformance.xbackend save` writes, and load.
-    import numpy as np
-
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     specs = _copy_spec(tmp_path)
     kept, saved = tmp_path / "kept", tmp_path / "saved"
@@ -98,7 +101,7 @@ def test_keras_file_checks_save_what_cross_backend_loads(tmp_path):
         [sys.executable, "-m", "conformance.xbackend", "save"]
         + [f"--out={saved}", f"--spec-dir={specs}"],
         cwd=ROOT,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"},
+        env=_cpu_env(),
         capture_output=True,
         text=True,
         timeout=600,
