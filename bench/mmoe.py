@@ -249,6 +249,39 @@ def _ours_in_torch_loop(dim, experts, dims, weight_norm=True):
     )
 
 
+def _layer_in_torch_module(dim, experts, dims):
+    """The `MMoE` layer alone in a `torch.nn.Module`, `torch.nn.Linear` heads.
+
+    How a PyTorch user reuses the layer (`tests/test_training_loops.py`):
+    no Keras model around it, so the step pays for one Keras
+    `Layer.__call__` instead of a functional model's graph walk and two
+    Keras `Dense` heads. Without weight normalization, like the baseline.
+    """
+    import torch
+
+    class Module(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mmoe = layers.MMoE(
+                num_tasks=TASKS,
+                expert_output_dims=dims,
+                expert_activations="relu",
+                num_experts=experts,
+                use_weight_norm=False,
+            )
+            self.mmoe.build((None, dim))
+            self.heads = torch.nn.ModuleList(
+                torch.nn.Linear(dims[-1], 1) for _ in range(TASKS)
+            )
+
+        def forward(self, x):
+            outputs = self.mmoe(x, training=True)
+            return [head(y) for head, y in zip(self.heads, outputs, strict=True)]
+
+    module = Module()
+    return _torch_adam_runner(module, list(module.parameters()))
+
+
 NATIVE = {"torch": _native_torch, "jax": _native_jax}
 OURS_NATIVE = {"torch": _ours_in_torch_loop, "jax": _ours_in_jax_loop}
 
@@ -294,6 +327,8 @@ def run() -> list[dict[str, object]]:
             steps["ours_plain_native"] = OURS_NATIVE[backend](
                 dim, experts, dims, weight_norm=False
             )(x, ys)
+        if backend == "torch":
+            steps["layer_module"] = _layer_in_torch_module(dim, experts, dims)(x, ys)
         # Timed in alternation, so load drifts of the shared machine hit all.
         times = paired_median_seconds(steps, repeats=10)
         if backend == "torch":
@@ -349,5 +384,15 @@ def run() -> list[dict[str, object]]:
                     "ours_plain_native",
                 ),
             ]
+        if backend == "torch":
+            pairs.append(
+                (
+                    ", the layer alone (use_weight_norm=False) in a torch.nn.Module "
+                    "with torch.nn.Linear heads, the same native loop",
+                    native,
+                    "native",
+                    "layer_module",
+                )
+            )
         rows += [_row(name, times, *pair) for pair in pairs]
     return rows
