@@ -291,6 +291,21 @@ def _train_step(model: keras.Model, x, ys):
     return lambda: model.train_on_batch(x, ys)
 
 
+def _fresh_dynamo() -> None:
+    """Forgets earlier compiled steps and lifts dynamo's recompile limit.
+
+    Every compiled Keras model recompiles the same code object (the rest of
+    Keras's torch `train_step` after its graph break), once per model and
+    more on its first steps; past `recompile_limit` (8) dynamo runs that
+    code eagerly without failing, and a full bench run hit it at the second
+    size, so its "compiled" rows timed a partly eager step.
+    """
+    import torch
+
+    torch._dynamo.reset()
+    torch._dynamo.config.recompile_limit = 64
+
+
 def _row(
     name: str, times: dict[str, float], label: str, baseline: str, base: str, ours: str
 ) -> dict[str, object]:
@@ -334,6 +349,7 @@ def run() -> list[dict[str, object]]:
         if backend == "torch":
             # After the eager ones and back to back: a `torch.compile`d step
             # leaves OpenMP threads spinning that slow eager calls down.
+            _fresh_dynamo()
             compiled_models = {
                 "ours_compiled": _ours(dim, experts, dims, jit_compile=True),
                 "ours_plain_compiled": _ours(
