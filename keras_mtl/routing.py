@@ -10,8 +10,10 @@ Cross-backend traps this module avoids (see `shared/design/moe.md` §5.1):
 
 - `one_hot` of an index >= depth raises on torch, so empty or dropped slots
   are encoded as `-1`, which every backend maps to an all-zero row.
-- `take` out of range returns NaN on JAX and is clamped under XLA, so the
-  dispatch buffers carry an explicit zero "trash" row at index 0.
+- `take` out of range returns NaN on JAX and is clamped under XLA, so no
+  index is ever out of range: the dispatch reads empty slots from an
+  explicit zero row at index 0, and the combine reads not-kept choices from
+  row 0 with weight 0.
 - `ops.scatter` on torch is a Python loop per index; the inverse slot map is
   built with one `scatter_update` instead.
 """
