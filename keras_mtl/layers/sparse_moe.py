@@ -418,7 +418,7 @@ class SparseMoE(keras.layers.Layer):
         weights = gates * ops.cast(keep_flat, "float32")
 
         # [T, k, E], built once for the statistics, the losses and `dense`.
-        onehot = ops.one_hot(experts, num_experts, dtype="float32")
+        onehot = routing.one_hot(experts, num_experts, "float32")
         self._update_statistics(onehot, keep_flat, valid)
         self._add_losses(probs, gates, onehot, valid, route, logits, stddev, noisy)
 
