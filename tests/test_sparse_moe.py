@@ -137,6 +137,24 @@ def test_positions_are_choice_major_and_skip_padding():
     assert pos[0, 2].tolist() == [0, 1]
 
 
+def test_one_hot_gives_zero_rows_out_of_range():
+    indices = ops.convert_to_tensor(np.array([[2, -1], [0, 3]], "int32"))
+    got = _np(routing.one_hot(indices, 3, "float32"))
+    want = np.zeros((2, 2, 3), "float32")
+    want[0, 0, 2] = want[1, 0, 0] = 1.0
+    np.testing.assert_array_equal(got, want)
+    assert _np(routing.one_hot(indices, 3, "int32")).dtype == np.int32
+
+
+def test_index_combine_ignores_not_kept_choices_whatever_their_weight():
+    out = np.arange(12, dtype="float32").reshape(4, 3) + 1.0
+    slots = np.array([[2, -1], [-1, -1], [0, 3]], "int32")
+    weights = np.array([[0.5, 7.0], [3.0, 3.0], [0.25, 1.0]], "float32")
+    got = _np(routing.index_combine(*map(ops.convert_to_tensor, (out, slots, weights))))
+    want = np.stack([0.5 * out[2], np.zeros(3), 0.25 * out[0] + out[3]])
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 # --- dispatchers, drops, statistics ----------------------------------------------
 
 
