@@ -51,6 +51,17 @@ def _compile(inputs, outputs, jit_compile: bool | None = None) -> keras.Model:
     return model
 
 
+def _mmoe(experts: int, dims: list[int], weight_norm: bool = True) -> layers.MMoE:
+    """The benchmarked layer, the same in every row that uses it."""
+    return layers.MMoE(
+        num_tasks=TASKS,
+        expert_output_dims=dims,
+        expert_activations="relu",
+        num_experts=experts,
+        use_weight_norm=weight_norm,
+    )
+
+
 def _ours(
     dim: int,
     experts: int,
@@ -59,13 +70,7 @@ def _ours(
     jit_compile: bool | None = None,
 ) -> keras.Model:
     x = keras.Input((dim,))
-    ys = layers.MMoE(
-        num_tasks=TASKS,
-        expert_output_dims=dims,
-        expert_activations="relu",
-        num_experts=experts,
-        use_weight_norm=weight_norm,
-    )(x)
+    ys = _mmoe(experts, dims, weight_norm)(x)
     return _compile(x, [keras.layers.Dense(1)(y) for y in ys], jit_compile)
 
 
@@ -262,13 +267,7 @@ def _layer_in_torch_module(dim, experts, dims):
     class Module(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.mmoe = layers.MMoE(
-                num_tasks=TASKS,
-                expert_output_dims=dims,
-                expert_activations="relu",
-                num_experts=experts,
-                use_weight_norm=False,
-            )
+            self.mmoe = _mmoe(experts, dims, weight_norm=False)
             self.mmoe.build((None, dim))
             self.heads = torch.nn.ModuleList(
                 torch.nn.Linear(dims[-1], 1) for _ in range(TASKS)
