@@ -51,6 +51,18 @@ def _install(session: nox.Session, extras: str) -> None:
     )
 
 
+# glibc hands large freed blocks back to the OS (unmapped, or trimmed off the
+# heap), so a step that allocates tens of MiB of activations page-faults them
+# in again on every call. Keeping them in the heap measures the layers
+# rather than the kernel's page faults: SparseMoE forward+backward (T=4096,
+# E=64) on TensorFlow 294 -> 219 ms; JAX and torch gain less
+# (bench/moe_results.md).
+# A caller's own GLIBC_TUNABLES wins; other C libraries ignore the variable.
+BENCH_MALLOC = (
+    "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
+)
+
+
 def _env(backend: str) -> dict[str, str]:
     return {**CPU_ENV, **JAX_CACHE, "KERAS_BACKEND": backend}
 
@@ -182,4 +194,8 @@ def bench(session: nox.Session, backend: str) -> None:
     _install(session, backend)
     session.install(*nox.project.dependency_groups(PYPROJECT, "bench"))
     os.makedirs(REPORTS, exist_ok=True)
-    session.run("python", "-m", "bench", *session.posargs, env=_env(backend))
+    env = {
+        **_env(backend),
+        "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", BENCH_MALLOC),
+    }
+    session.run("python", "-m", "bench", *session.posargs, env=env)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 
 import keras
@@ -28,8 +29,12 @@ def main() -> None:
     parser.add_argument("--out", type=pathlib.Path, default=None)
     args = parser.parse_args()
     backend = keras.backend.backend()
+    # Printed because it moves the results: see BENCH_MALLOC in noxfile.py.
+    malloc = os.environ.get("GLIBC_TUNABLES") or "C library defaults"
     lines = [
         f"## {backend}",
+        "",
+        f"Allocator (`GLIBC_TUNABLES`): {malloc}",
         "",
         "| benchmark | baseline | baseline ms | keras_mtl ms | ratio |",
         "|---|---|---|---|---|",
