@@ -135,6 +135,7 @@ def test_positions_are_choice_major_and_skip_padding():
     # Second choices: token 0 -> e1 @1, token 2 -> e0 @1.
     assert pos[0, 0].tolist() == [0, 1]
     assert pos[0, 2].tolist() == [0, 1]
+    assert pos[0, 1].tolist() == [-1, -1]
 
 
 def test_one_hot_gives_zero_rows_out_of_range():
