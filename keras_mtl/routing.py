@@ -65,16 +65,19 @@ def split_into_groups(n: int, max_group_size: int) -> tuple[int, int]:
 # --- gates ----------------------------------------------------------------------
 
 
-def one_hot(indices: Any, depth: int, dtype: str) -> Any:
-    """`[..., depth]` indicator of `indices`; out-of-range indices give zeros.
+def one_hot(indices: Any, depth: int, dtype: str, axis: int = -1) -> Any:
+    """Indicator of `indices` with a new class axis of size `depth` at `axis`
+    (last by default); out-of-range indices give zeros.
 
     One comparison against `arange(depth)` and a cast. On torch,
     `ops.one_hot` is five kernels (clamp, an int64 one-hot, `where`, a cast),
     2.4 ms against 0.7 ms for `[8192]` indices and depth 64; XLA lowers both
     to the same comparison.
     """
-    classes = ops.arange(depth, dtype="int32")
-    indices = ops.expand_dims(ops.cast(indices, "int32"), -1)
+    indices = ops.expand_dims(ops.cast(indices, "int32"), axis)
+    shape = [1] * len(indices.shape)
+    shape[axis] = depth
+    classes = ops.reshape(ops.arange(depth, dtype="int32"), shape)
     return ops.cast(ops.equal(indices, classes), dtype)
 
 
@@ -109,9 +112,8 @@ def choice_major_positions(experts: Any, valid: Any, num_experts: int) -> Any:
     order = ops.reshape(ops.transpose(experts, (0, 2, 1)), (-1, k * s))  # [G, kS]
     queued = ops.tile(ops.greater(valid, 0), (1, k))
     order = ops.where(queued, order, -1)  # a padded token counts for no expert
-    classes = ops.reshape(ops.arange(num_experts, dtype="int32"), (1, -1, 1))
-    onehot = ops.cast(ops.equal(ops.expand_dims(order, 1), classes), "int32")
-    counts = ops.cumsum(onehot, axis=-1)  # [G, E, kS]
+    # [G, E, kS]: the cumulative sum runs along the contiguous last axis.
+    counts = ops.cumsum(one_hot(order, num_experts, "int32", axis=1), axis=-1)
     own = ops.expand_dims(ops.maximum(order, 0), 1)  # in range for the gather
     position = ops.squeeze(ops.take_along_axis(counts, own, axis=1), 1) - 1
     position = ops.where(queued, position, -1)

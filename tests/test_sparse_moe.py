@@ -144,6 +144,9 @@ def test_one_hot_gives_zero_rows_out_of_range():
     want = np.zeros((2, 2, 3), "float32")
     want[0, 0, 2] = want[1, 0, 0] = 1.0
     np.testing.assert_array_equal(got, want)
+    # The class axis can go elsewhere (expert-major running counts).
+    got = _np(routing.one_hot(indices, 3, "float32", axis=1))
+    np.testing.assert_array_equal(got, np.moveaxis(want, -1, 1))
     assert _np(routing.one_hot(indices, 3, "int32")).dtype == np.int32
 
 
