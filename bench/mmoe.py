@@ -13,7 +13,9 @@ gates, a `Dense(1)` head per task, the sum of the two MSEs, Adam.
 - (b) "native": a hand-written implementation with stacked `[E, in, out]`
   expert weights in plain PyTorch (torch backend, eager, `torch.optim.Adam`)
   or plain JAX (jax backend, `jax.jit` step with a hand-written Adam). Not run
-  on TensorFlow.
+  on TensorFlow. On torch, a second set of native rows sends every model's
+  forward through `torch.compile` ("jit where the backend supports it"),
+  the hand-written one included.
 
 Ours uses MMoE's defaults, so its experts are weight-normalized (baselines
 (a) and (b) are not): that ratio includes the cost. Two more rows per size
@@ -125,10 +127,17 @@ def _native_params(dim, experts, dims):
     return params
 
 
-def _torch_adam_runner(forward, parameters):
-    """An eager PyTorch step of the summed task MSEs with `torch.optim.Adam`."""
+def _torch_adam_runner(forward, parameters, compiled: bool = False):
+    """A PyTorch step of the summed task MSEs with `torch.optim.Adam`.
+
+    With `compiled`, `forward` goes through `torch.compile` (its backward is
+    then compiled too); the loss, `backward()` call and optimizer step stay
+    the same eager code for every model.
+    """
     import torch
 
+    if compiled:
+        forward = torch.compile(forward)
     opt = torch.optim.Adam(parameters, lr=1e-3)
 
     def step(x, ys):
@@ -149,7 +158,7 @@ def _torch_adam_runner(forward, parameters):
     return run
 
 
-def _native_torch(dim, experts, dims):
+def _native_torch(dim, experts, dims, compiled=False):
     import torch
 
     params = {
@@ -170,7 +179,7 @@ def _native_torch(dim, experts, dims):
             preds.append(y @ params[f"hk{t}"] + params[f"hb{t}"])
         return preds
 
-    return _torch_adam_runner(forward, list(params.values()))
+    return _torch_adam_runner(forward, list(params.values()), compiled)
 
 
 def _jax_adam_runner(loss_fn, params):
@@ -246,15 +255,15 @@ def _ours_in_jax_loop(dim, experts, dims, weight_norm=True):
     return _jax_adam_runner(loss_fn, [v.value for v in model.trainable_variables])
 
 
-def _ours_in_torch_loop(dim, experts, dims, weight_norm=True):
+def _ours_in_torch_loop(dim, experts, dims, weight_norm=True, compiled=False):
     """Our model as a `torch.nn.Module` in the native PyTorch step."""
     model = _ours(dim, experts, dims, weight_norm=weight_norm)
     return _torch_adam_runner(
-        lambda x: model(x, training=True), list(model.parameters())
+        lambda x: model(x, training=True), list(model.parameters()), compiled
     )
 
 
-def _layer_in_torch_module(dim, experts, dims):
+def _layer_in_torch_module(dim, experts, dims, compiled=False):
     """The `MMoE` layer alone in a `torch.nn.Module`, `torch.nn.Linear` heads.
 
     How a PyTorch user reuses the layer (`tests/test_training_loops.py`):
@@ -278,7 +287,7 @@ def _layer_in_torch_module(dim, experts, dims):
             return [head(y) for head, y in zip(self.heads, outputs, strict=True)]
 
     module = Module()
-    return _torch_adam_runner(module, list(module.parameters()))
+    return _torch_adam_runner(module, list(module.parameters()), compiled)
 
 
 NATIVE = {"torch": _native_torch, "jax": _native_jax}
@@ -363,6 +372,28 @@ def run() -> list[dict[str, object]]:
                     interleave=False,
                 )
             )
+            # The native loops with every forward through `torch.compile`
+            # ("jit where the backend supports it"). Each step is compiled
+            # code plus the same eager optimizer step, so these can alternate.
+            times.update(
+                paired_median_seconds(
+                    {
+                        "native_compiled": _native_torch(
+                            dim, experts, dims, compiled=True
+                        )(x, ys),
+                        "ours_native_compiled": _ours_in_torch_loop(
+                            dim, experts, dims, compiled=True
+                        )(x, ys),
+                        "ours_plain_native_compiled": _ours_in_torch_loop(
+                            dim, experts, dims, weight_norm=False, compiled=True
+                        )(x, ys),
+                        "layer_module_compiled": _layer_in_torch_module(
+                            dim, experts, dims, compiled=True
+                        )(x, ys),
+                    },
+                    repeats=15,
+                )
+            )
         name = f"MMoE train step B={batch} D={dim} E={experts} {dims} T={TASKS}"
         loop = "Keras, one Dense stack per expert, Python loop"
         seeds = (
@@ -409,5 +440,28 @@ def run() -> list[dict[str, object]]:
                     "layer_module",
                 )
             )
+            native_c = "hand-written plain PyTorch, forward through torch.compile"
+            pairs += [
+                (
+                    ", ours in the same native loop, forward through torch.compile",
+                    native_c,
+                    "native_compiled",
+                    "ours_native_compiled",
+                ),
+                (
+                    ", ours with use_weight_norm=False in the same native loop, "
+                    "forward through torch.compile",
+                    native_c,
+                    "native_compiled",
+                    "ours_plain_native_compiled",
+                ),
+                (
+                    ", the layer alone (use_weight_norm=False) in a torch.nn.Module, "
+                    "forward through torch.compile, the same native loop",
+                    native_c,
+                    "native_compiled",
+                    "layer_module_compiled",
+                ),
+            ]
         rows += [_row(name, times, *pair) for pair in pairs]
     return rows

@@ -79,6 +79,44 @@ def test_torch_module_with_torch_optimizer():
     assert losses[-1] < 0.5 * losses[0]
 
 
+@only("torch")
+def test_torch_compile_traces_a_module_with_mmoe_in_one_graph():
+    """`torch.compile(fullgraph=True)` fails on any graph break in the layer.
+
+    `bench/mmoe.py` times this use against hand-written PyTorch; a break would
+    silently split the compiled step there.
+    """
+    import torch
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.mmoe = layers.MMoE(
+                num_tasks=2,
+                expert_output_dims=[8, 4],
+                expert_activations="relu",
+                num_experts=3,
+            )
+            self.mmoe.build((None, 6))
+            self.heads = torch.nn.ModuleList(torch.nn.Linear(4, 1) for _ in range(2))
+
+        def forward(self, x):
+            outputs = self.mmoe(x, training=True)
+            return torch.cat(
+                [h(y) for h, y in zip(self.heads, outputs, strict=True)], 1
+            )
+
+    x, _ = (torch.from_numpy(a) for a in _data())
+    net = Net()
+    compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
+    out = compiled(x)
+    torch.testing.assert_close(out, net(x))
+    out.sum().backward()
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    assert len(trainable) == 7 + 4  # MMoE's trainable variables, the heads'
+    assert all(p.grad is not None for p in trainable)
+
+
 @only("jax")
 def test_jax_jit_step_over_stateless_call():
     import jax
