@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import pathlib
 import sys
 import time
@@ -56,14 +57,24 @@ MODELS = ("shared_bottom", "mmoe", "ple")
 DIM, SCALE, NUM_SINES, NOISE_STD = 100, 1.0, 10, 0.1
 
 
-def make_data(correlation: float, n: int, seed: int) -> tuple:
-    """`n` examples; for one seed everything but `w_2` is the same for all p."""
+def make_task(correlation: float, seed: int) -> tuple:
+    """`(w_1, w_2, alpha, beta, rng)`: one seed's two tasks at correlation `p`.
+
+    For one seed everything but `w_2` is the same for all p. `rng` is the
+    seed's generator after these draws; `make_data` draws the examples from it.
+    """
     rng = np.random.RandomState(seed)
     u, _ = np.linalg.qr(rng.standard_normal((DIM, 2)))
     u1, u2 = u[:, 0], u[:, 1]
     w1 = SCALE * u1
     w2 = SCALE * (correlation * u1 + np.sqrt(1.0 - correlation**2) * u2)
     alpha, beta = rng.standard_normal(NUM_SINES), rng.standard_normal(NUM_SINES)
+    return w1, w2, alpha, beta, rng
+
+
+def make_data(correlation: float, n: int, seed: int) -> tuple:
+    """`n` examples of one seed's two tasks at correlation `p`."""
+    w1, w2, alpha, beta, rng = make_task(correlation, seed)
     x = rng.standard_normal((n, DIM))
     ys = []
     for w in (w1, w2):
@@ -128,9 +139,19 @@ def _mean_std(values: list) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
 
+def _sign_test(positive: int, n: int) -> float:
+    """Two-sided exact sign test: P(a count this far from n / 2 | no effect)."""
+    tail = sum(math.comb(n, i) for i in range(min(positive, n - positive) + 1))
+    return min(1.0, 2.0 * tail / 2.0**n)
+
+
 def _median_count(values: list) -> str:
     values = np.asarray(values)
-    return f"{np.median(values):+.4f} ({int((values > 0).sum())}/{len(values)} > 0)"
+    positive = int((values > 0).sum())
+    return (
+        f"{np.median(values):+.4f} ({positive}/{len(values)} > 0, "
+        f"sign test p = {_sign_test(positive, len(values)):.2g})"
+    )
 
 
 def _mean_se(values: list) -> str:
@@ -184,12 +205,26 @@ def train_all(args: argparse.Namespace, seeds: list, epochs: int, n: tuple) -> t
     return results, curves, params
 
 
-def report(results: dict, curves: dict, epochs: int) -> None:
+def report(
+    results: dict,
+    curves: dict,
+    epochs: int,
+    evaluations: str = "end-of-epoch evaluations",
+    models: tuple = MODELS,
+) -> None:
     """The Markdown tables; each list in `results` / `curves` is per seed."""
     print("Final test loss (MSE task 1 + MSE task 2), mean ± std over seeds:\n")
-    _table({k: [_mean_std(results[(k, c)]) for c in CORRELATIONS] for k in MODELS})
+    _table({k: [_mean_std(results[(k, c)]) for c in CORRELATIONS] for k in models})
     print("\nPaired difference of final test loss, mean ± standard error over seeds:\n")
-    pairs = (("shared_bottom", "mmoe"), ("shared_bottom", "ple"), ("mmoe", "ple"))
+    pairs = [
+        (a, b)
+        for a, b in (
+            ("shared_bottom", "mmoe"),
+            ("shared_bottom", "ple"),
+            ("mmoe", "ple"),
+        )
+        if a in models and b in models
+    ]
     _table(
         {
             f"{a} − {b}": [
@@ -210,14 +245,14 @@ def report(results: dict, curves: dict, epochs: int) -> None:
                 _mean_se(np.subtract(results[(k, c)], results[(k, base)]))
                 for c in CORRELATIONS
             ]
-            for k in MODELS
+            for k in models
         }
     )
     print(
-        f"\nMean test loss over the {epochs} end-of-epoch evaluations (area under "
-        "the test-loss curve / epochs), mean ± std over seeds:\n"
+        f"\nMean test loss over the {epochs} {evaluations} (area under "
+        "the test-loss curve per evaluation), mean ± std over seeds:\n"
     )
-    _table({k: [_mean_std(curves[(k, c)]) for c in CORRELATIONS] for k in MODELS})
+    _table({k: [_mean_std(curves[(k, c)]) for c in CORRELATIONS] for k in models})
     print(
         "\nGrowth of the paired advantage from p = 1.0, "
         "(a − b)(p) − (a − b)(p = 1.0) per seed: median (seeds > 0), "
