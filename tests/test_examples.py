@@ -13,24 +13,34 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_mmoe_synthetic_quick():
-    # The example is backend-neutral Keras code. It runs under torch, where it
-    # takes seconds; under JAX and TF its XLA compiles take minutes of CI. The
-    # layers are checked per backend by the conformance suite.
-    if keras.backend.backend() != "torch":
-        pytest.skip("runs in the torch test session")
-    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
+def _run_example(script: str, *args, backend: str | None = None) -> str:
+    """Runs `examples/<script>`, fails the test on a non-zero exit; its stdout."""
+    env = dict(os.environ)
+    if backend:
+        env["KERAS_BACKEND"] = backend
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "mmoe_synthetic.py"), "--quick"],
+        [sys.executable, str(ROOT / "examples" / script), *map(str, args)],
         env=env,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    return result.stdout
+
+
+def test_mmoe_synthetic_quick():
+    # The example is backend-neutral Keras code. It runs under torch, where it
+    # takes seconds; under JAX and TF its XLA compiles take minutes of CI. The
+    # layers are checked per backend by the conformance suite.
+    if keras.backend.backend() != "torch":
+        pytest.skip("runs in the torch test session")
+    stdout = _run_example(
+        "mmoe_synthetic.py", "--quick", backend=keras.backend.backend()
+    )
     # The first table (final test loss); later tables have other row names.
-    lines = result.stdout.splitlines()
+    lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("| model |"))
     table = []
     for line in lines[start:]:
@@ -55,23 +65,10 @@ def test_cross_backend_training_is_one_run():
         pytest.skip("runs every backend itself; once is enough")
     for module in ("jax", "tensorflow", "torch"):
         pytest.importorskip(module)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "cross_backend_training.py"),
-            "--models=mmoe",
-            "--epochs=1",
-            "--train=5120",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    stdout = _run_example(
+        "cross_backend_training.py", "--models=mmoe", "--epochs=1", "--train=5120"
     )
-    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
-    row = next(
-        line for line in result.stdout.splitlines() if line.startswith("| mmoe |")
-    )
+    row = next(line for line in stdout.splitlines() if line.startswith("| mmoe |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[1] == "20", row  # steps
     assert float(cells[2]) > float(cells[3]), row  # it trained
@@ -125,21 +122,11 @@ def test_seed_sweep_trains_like_keras():
 def test_seed_sweep_quick_and_its_saved_report(tmp_path):
     if keras.backend.backend() != "jax":
         pytest.skip("the seed sweep trains with jax.vmap")
-    script = str(ROOT / "examples" / "mmoe_seed_sweep.py")
     saved = tmp_path / "sweep.json"
-    env = dict(os.environ, KERAS_BACKEND="jax")
 
     def tables(*args):
-        result = subprocess.run(
-            [sys.executable, script, *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        return result.stdout[result.stdout.index("Final test loss") :]
+        stdout = _run_example("mmoe_seed_sweep.py", *args, backend="jax")
+        return stdout[stdout.index("Final test loss") :]
 
     trained = tables("--quick", "--models", "shared_bottom", "mmoe", "--json", saved)
     assert "| shared_bottom − mmoe |" in trained
