@@ -230,7 +230,8 @@ def _from_json(path: pathlib.Path) -> tuple:
     curves = {}
     for key, value in saved["test_loss"].items():
         kind, corr = key.split("|")
-        curves[(kind, float(corr))] = value
+        if value:  # a model left out with --models
+            curves[(kind, float(corr))] = value
     return curves, saved["steps"]
 
 
