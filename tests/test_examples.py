@@ -76,7 +76,7 @@ def test_cross_backend_training_is_one_run():
         assert float(diff) < 1e-4, row
 
 
-def test_seed_sweep_trains_like_keras():
+def test_seed_sweep_trains_like_keras(monkeypatch):
     """The vmapped sweep's steps are Keras's own `train_on_batch` steps.
 
     Two seeds of MMoE, three steps: each seed's weights must match a Keras
@@ -87,7 +87,7 @@ def test_seed_sweep_trains_like_keras():
     import jax
     import numpy as np
 
-    sys.path.insert(0, str(ROOT / "examples"))
+    monkeypatch.syspath_prepend(str(ROOT / "examples"))
     import mmoe_seed_sweep as sweep_ex
     import mmoe_synthetic as ex
 

@@ -109,12 +109,16 @@ def test_torch_compile_traces_a_module_with_mmoe_in_one_graph():
     x, _ = (torch.from_numpy(a) for a in _data())
     net = Net()
     compiled = torch.compile(net, backend="aot_eager", fullgraph=True)
-    out = compiled(x)
-    torch.testing.assert_close(out, net(x))
-    out.sum().backward()
     trainable = [p for p in net.parameters() if p.requires_grad]
     assert len(trainable) == 7 + 4  # MMoE's trainable variables, the heads'
-    assert all(p.grad is not None for p in trainable)
+    eager_out = net(x)
+    eager_grads = torch.autograd.grad(eager_out.sum(), trainable)
+    out = compiled(x)
+    torch.testing.assert_close(out, eager_out)
+    for grad, eager_grad in zip(
+        torch.autograd.grad(out.sum(), trainable), eager_grads, strict=True
+    ):
+        torch.testing.assert_close(grad, eager_grad)
 
 
 @only("jax")
