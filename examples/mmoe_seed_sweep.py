@@ -159,7 +159,7 @@ class Sweep:
 
 
 def run(args: argparse.Namespace, seeds: list) -> tuple:
-    """Test-loss curves `[S][checkpoints]` keyed (model, p), and parameter counts."""
+    """Test-loss curves `[S][checkpoints]` keyed (model, p), parameter counts, steps."""
     import jax
 
     base = [jax.random.PRNGKey(seed) for seed in seeds]
@@ -186,7 +186,7 @@ def run(args: argparse.Namespace, seeds: list) -> tuple:
                     flush=True,
                 )
             curves[(kind, corr)] = np.stack(losses, axis=1).tolist()
-    return curves, params
+    return curves, params, checkpoints
 
 
 def report(curves: dict, checkpoints: list) -> None:
@@ -270,8 +270,7 @@ def main() -> None:
         )
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
     start = time.time()
-    curves, params = run(args, seeds)
-    checkpoints = list(range(args.eval_every, args.steps + 1, args.eval_every))
+    curves, params, checkpoints = run(args, seeds)
     print(
         f"\n{len(seeds)} seeds, {args.steps} steps of batch {args.batch} "
         f"(fresh examples each step), {args.test} test examples per seed, "
