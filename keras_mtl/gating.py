@@ -11,18 +11,34 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_mtl import numerics
+from keras_mtl.backend import top_k as backend_top_k
+
+
+def top_k(scores: Any, k: int) -> tuple[Any, Any]:
+    """The `k` largest entries along the last axis, in descending order.
+
+    Ties go to the lower index, on every backend (`keras.ops.top_k` leaves
+    the order of tied values to the backend: PyTorch's `topk` prefers higher
+    indices on the CPU), so the experts chosen at a tie, e.g. at a
+    zero-initialized gate where all logits are equal, are the same
+    everywhere. Backend adapter: `keras_mtl.backend.top_k`.
+
+    Args:
+        scores: `[..., n]` float tensor.
+        k: int in `[1, n]`.
+
+    Returns:
+        `(values, indices)`, both `[..., k]`; indices are int32.
+    """
+    return backend_top_k.top_k(scores, k)
+
 
 def top_k_mask(scores: Any, k: int) -> Any:
     """A 0/1 mask of the `k` largest entries along the last axis.
 
-    Exactly `k` entries per row are kept; ties are broken by index (the lower
-    index wins). The rank of entry `e` is the number of entries that beat it:
-    `rank_e = #{e' : s_e' > s_e} + #{e' < e : s_e' == s_e}`, and `e` is kept
-    when `rank_e < k`. The rank is computed by pairwise comparison rather than
-    from `keras.ops.top_k` indices because PyTorch's `topk` leaves the order
-    of tied values unspecified (on CPU it prefers *higher* indices), so the
-    selected experts would differ across backends at ties, e.g. at the
-    zero-initialized gate where all logits are equal.
+    Exactly `k` entries per row are kept, chosen by `top_k` (ties go to the
+    lower index on every backend).
 
     Args:
         scores: `[..., n]` tensor.
@@ -31,14 +47,8 @@ def top_k_mask(scores: Any, k: int) -> Any:
     Returns:
         A tensor like `scores` with ones at the kept positions, zeros elsewhere.
     """
-    n = scores.shape[-1]
-    a = ops.expand_dims(scores, -1)  # [..., n (e), 1]
-    b = ops.expand_dims(scores, -2)  # [..., 1, n (e')]
-    index = ops.arange(n)
-    lower = ops.expand_dims(index, 0) < ops.expand_dims(index, 1)  # [e, e']
-    beats = ops.logical_or(ops.greater(b, a), ops.logical_and(ops.equal(b, a), lower))
-    rank = ops.sum(ops.cast(beats, "int32"), axis=-1)
-    return ops.cast(ops.less(rank, k), scores.dtype)
+    _, indices = top_k(scores, k)
+    return ops.sum(numerics.one_hot(indices, scores.shape[-1], scores.dtype), axis=-2)
 
 
 def top_k_renormalize(probs: Any, k: int) -> Any:

@@ -67,6 +67,8 @@ def _hier(x, init_seed=0, **kwargs):
         ({"dispatcher": "ragged"}, r"dispatcher='ragged'"),
         ({"capacity_factor": 0.0}, r"capacity_factor=0.0"),
         ({"eval_capacity_factor": -1.0}, r"eval_capacity_factor=-1.0"),
+        ({"capacity_factor": float("nan")}, r"capacity_factor=nan"),
+        ({"eval_capacity_factor": float("inf")}, r"eval_capacity_factor=inf"),
         ({"min_capacity": 0}, r"min_capacity=0"),
         ({"group_size": 0}, r"group_size=0"),
         ({"jitter_eps": 1.5}, r"jitter_eps=1.5"),
@@ -101,6 +103,7 @@ def test_sparse_moe_group_size_must_divide_without_padding():
         ({"capacity_factor": 0}, r"capacity_factor=0"),
         ({"second_level_capacity_factor": -2.0}, r"second_level_capacity_factor"),
         ({"dispatcher": "dense"}, r"dispatcher='dense'"),
+        ({"capacity_factor": None}, r"capacity_factor=None"),
         ({"second_threshold_eval": -0.5}, r"second_threshold_eval=-0.5"),
     ],
 )
@@ -163,13 +166,13 @@ def test_index_combine_ignores_not_kept_choices_whatever_their_weight():
 
 
 @pytest.mark.parametrize("top_k", [1, 2, 4])
-@pytest.mark.parametrize("cf", [8.0, 0.5])
+@pytest.mark.parametrize("cf", [8.0, 0.5, None])
 def test_dispatchers_agree_with_and_without_drops(top_k, cf):
     x = _x((4, 9, 8))
     mask = np.ones((4, 9), bool)
     mask[1, 5:] = False
     outs = {}
-    for dispatcher in ("index", "einsum", "dense"):
+    for dispatcher in ("index", "grouped", "einsum", "dense"):
         layer = _sparse(
             x,
             top_k=top_k,
@@ -180,9 +183,9 @@ def test_dispatchers_agree_with_and_without_drops(top_k, cf):
         )
         outs[dispatcher] = _np(layer(x, mask=mask))
         dropped = float(_np(layer.dropped_fraction))
-        assert (dropped == 0.0) == (cf == 8.0), dropped
-    np.testing.assert_allclose(outs["index"], outs["einsum"], atol=2e-6)
-    np.testing.assert_allclose(outs["index"], outs["dense"], atol=2e-6)
+        assert (dropped == 0.0) == (cf != 0.5), dropped
+    for dispatcher in ("grouped", "einsum", "dense"):
+        np.testing.assert_allclose(outs["index"], outs[dispatcher], atol=2e-6)
 
 
 def test_large_capacity_equals_dense_moe_without_routing_limits():
@@ -357,7 +360,7 @@ def test_hierarchical_dispatchers_agree(policy):
     mask = np.ones((4, 12), bool)
     mask[2, 7:] = False
     outs = []
-    for dispatcher in ("index", "einsum"):
+    for dispatcher in ("index", "grouped", "einsum"):
         layer = _hier(
             x,
             group_size=16,
@@ -376,6 +379,7 @@ def test_hierarchical_dispatchers_agree(policy):
         np.testing.assert_array_equal(y[2, 7:], 0.0)
         outs.append(y)
     np.testing.assert_allclose(outs[0], outs[1], atol=2e-6)
+    np.testing.assert_allclose(outs[0], outs[2], atol=2e-6)
 
 
 def test_hierarchical_layout_follows_mesh_tf():
@@ -549,7 +553,7 @@ def _loss_and_grads(layer, x):
             return value, tape.gradient(value, layer.trainable_variables)
 
         value, grads = step(tf.constant(x))
-        return float(value), [g.numpy() for g in grads]
+        return float(value), [tf.convert_to_tensor(g).numpy() for g in grads]
     import torch
 
     def step(x):
@@ -565,11 +569,16 @@ def _loss_and_grads(layer, x):
     return float(value.detach()), grads
 
 
-@pytest.mark.parametrize("cls", ["sparse", "hierarchical"])
+@pytest.mark.parametrize("cls", ["sparse", "sparse_grouped_dropless", "hierarchical"])
 def test_compiled_forward_and_backward(cls):
     x = _x((32, 6), seed=12)
     if cls == "sparse":
         layer = _sparse(x, group_size=16, capacity_factor=1.0, min_capacity=1)
+    elif cls == "sparse_grouped_dropless":
+        x = _x((32, 8), seed=12)
+        layer = _sparse(
+            x, expert_hidden_units=[8], capacity_factor=None, dispatcher="grouped"
+        )
     else:
         layer = _hier(x, group_size=16, second_policy_train="threshold")
     value, grads = _loss_and_grads(layer, x)
@@ -610,3 +619,239 @@ def test_hierarchical_moe_fit_with_static_batch():
     inputs = keras.Input((8, 6), batch_size=32)
     h = HierarchicalMoE((2, 2), 8, group_size=32, second_policy_train="all")(inputs)
     _fit_reduces_loss(keras.Model(inputs, keras.layers.Add()([inputs, h])), x, y, 32)
+
+
+# --- grouped dispatcher, dropless routing, host syncs ------------------------------
+
+
+def _eager_grads(layer, x, mask=None):
+    """Gradients of `sum(y * cot) + losses` w.r.t. `x` and the trainable weights,
+    eagerly (torch: the native grouped matmul runs outside `torch.compile`)."""
+    cot = _x((x.shape[0], layer.output_dim or x.shape[-1]), seed=99)
+    if BACKEND == "jax":
+        import jax
+
+        tv = [v.value for v in layer.trainable_variables]
+        ntv = [v.value for v in layer.non_trainable_variables]
+
+        def loss(x, tv):
+            y, _, losses = layer.stateless_call(
+                tv, ntv, x, mask=mask, training=True, return_losses=True
+            )
+            return ops.sum(y * cot) + sum(losses)
+
+        gx, gtv = jax.grad(loss, argnums=(0, 1))(ops.convert_to_tensor(x), tv)
+        return [np.asarray(gx)] + [np.asarray(g) for g in gtv]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        xt = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = layer(xt, mask=mask, training=True)
+            value = tf.reduce_sum(y * cot) + tf.add_n(layer.losses)
+        grads = tape.gradient(value, [xt, *layer.trainable_variables])
+        return [tf.convert_to_tensor(g).numpy() for g in grads]
+    import torch
+
+    xt = torch.tensor(x, requires_grad=True)
+    y = layer(xt, mask=None if mask is None else torch.tensor(mask), training=True)
+    value = (y * torch.tensor(cot)).sum() + sum(layer.losses)
+    grads = torch.autograd.grad(
+        value, [xt, *[v.value for v in layer.trainable_variables]]
+    )
+    return [g.detach().numpy() for g in grads]
+
+
+@pytest.mark.parametrize("width", [8, 6])
+@pytest.mark.parametrize("cf", [0.75, None])
+def test_dispatchers_agree_in_gradients(width, cf):
+    """Width 8 runs torch's native grouped matmul (16-byte rows), width 6 the
+    blocked fallback; with and without drops."""
+    x = _x((24, width), seed=5)
+    mask = np.ones((24,), bool)
+    mask[[3, 17]] = False
+    grads = {}
+    for dispatcher in ("index", "grouped", "einsum", "dense"):
+        layer = _sparse(
+            x,
+            num_experts=4,
+            expert_hidden_units=[width],
+            dispatcher=dispatcher,
+            capacity_factor=cf,
+            min_capacity=1,
+            group_size=12,
+        )
+        grads[dispatcher] = _eager_grads(layer, x, mask)
+    for dispatcher in ("grouped", "einsum", "dense"):
+        for got, want in zip(grads[dispatcher], grads["index"], strict=True):
+            np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
+
+
+def _grouped_case(num_rows, sizes, d_in=8, d_out=16, seed=0):
+    rng = np.random.RandomState(seed)
+    x = rng.standard_normal((num_rows, d_in)).astype("float32")
+    kernel = rng.standard_normal((len(sizes), d_in, d_out)).astype("float32")
+    rows = routing.grouped_rows(
+        ops.convert_to_tensor(np.array(sizes, "int32")), num_rows
+    )
+    expected = np.zeros((num_rows, d_out), "float32")
+    start = 0
+    full = list(sizes[:-1]) + [num_rows - sum(sizes[:-1])]
+    for e, size in enumerate(full):
+        expected[start : start + size] = x[start : start + size] @ kernel[e]
+        start += size
+    return x, kernel, rows, expected
+
+
+@pytest.mark.parametrize("implementation", ["native", "blocked"])
+@pytest.mark.parametrize("sizes", [[5, 0, 7, 12], [0, 0, 24, 0], [3, 1, 2, 0]])
+def test_grouped_matmul_implementations(implementation, sizes):
+    """Rows past `sum(sizes)` join the last expert; empty experts are fine."""
+    from keras_mtl.backend import grouped
+
+    if implementation == "native" and BACKEND == "tensorflow":
+        pytest.skip("TensorFlow has no native grouped matmul")
+    x, kernel, rows, expected = _grouped_case(24, sizes)
+    grouped.set_implementation(implementation)
+    try:
+        got = _np(
+            grouped.grouped_matmul(*map(ops.convert_to_tensor, (x, kernel)), rows)
+        )
+    finally:
+        grouped.set_implementation("auto")
+    np.testing.assert_allclose(_np(got), expected, rtol=1e-5, atol=1e-5)
+    assert _np(rows.sizes).sum() == 24
+    np.testing.assert_array_equal(
+        _np(rows.row_expert), np.repeat(np.arange(4), _np(rows.sizes))
+    )
+
+
+def test_grouped_matmul_block_size():
+    from keras_mtl.backend import grouped
+
+    assert grouped.block_size(32768, 64) == 512
+    assert grouped.block_size(24, 4) == 8  # at least 8
+    assert grouped.block_size(None, 4) == 64
+
+
+def test_dropless_keeps_every_assignment_on_a_skewed_router():
+    """Capacity factor None: nothing dropped where a capacity would drop."""
+    x = _x((40, 6), seed=6)
+    capped = _sparse(x, num_experts=4, top_k=2, eval_capacity_factor=0.5)
+    capped.router_kernel.assign(np.eye(6, 4, dtype="float32") * 5.0)
+    capped(x)
+    assert float(_np(capped.dropped_fraction)) > 0.2
+    for dispatcher in ("auto", "index", "grouped"):
+        layer = _sparse(
+            x, num_experts=4, top_k=2, eval_capacity_factor=None, dispatcher=dispatcher
+        )
+        layer.router_kernel.assign(capped.router_kernel)
+        y = _np(layer(x))
+        assert float(_np(layer.dropped_fraction)) == 0.0
+        np.testing.assert_allclose(_np(layer.expert_load).sum(), 1.0, rtol=1e-6)
+        wide = _sparse(x, num_experts=4, top_k=2, eval_capacity_factor=100.0)
+        for target, source in zip(wide.weights, layer.weights, strict=True):
+            target.assign(source)
+        np.testing.assert_allclose(y, _np(wide(x)), atol=2e-6)
+
+
+def test_auto_dispatcher_picks_grouped_where_fast_or_dropless():
+    x = ops.convert_to_tensor(_x((16, 8)))
+    aligned = _sparse(_x((16, 8)), expert_hidden_units=[8])
+    unaligned = _sparse(_x((16, 8)), expert_hidden_units=[5])
+    # On the CPU only torch has a fast native grouped matmul (16-byte rows).
+    want = "grouped" if BACKEND == "torch" else "index"
+    assert aligned.resolve_dispatcher(x) == want
+    assert unaligned.resolve_dispatcher(x) == "index"
+    dropless = _sparse(_x((16, 8)), expert_hidden_units=[5], eval_capacity_factor=None)
+    assert dropless.resolve_dispatcher(x) == "grouped"
+    assert dropless.resolve_dispatcher(x, training=True) == "index"
+    explicit = _sparse(_x((16, 8)), dispatcher="einsum", eval_capacity_factor=None)
+    assert explicit.resolve_dispatcher(x) == "einsum"
+
+
+def test_dropless_grouped_needs_no_static_token_count():
+    """Without a capacity the grouped dispatcher routes one group of any size."""
+    layer = SparseMoE(4, [8], eval_capacity_factor=None, dispatcher="grouped")
+    inputs = keras.Input((5, 8))
+    assert tuple(layer(inputs).shape) == (None, 5, 8)
+    assert layer(_x((3, 5, 8))).shape == (3, 5, 8)
+
+
+def test_top_k_ties_go_to_the_lower_index_on_every_backend():
+    from keras_mtl import gating
+
+    scores = ops.convert_to_tensor(np.array([[1.0, 1.0, 1.0, 0.0]], "float32"))
+    values, indices = gating.top_k(scores, 2)
+    assert _np(indices).tolist() == [[0, 1]]
+    assert _np(values).tolist() == [[1.0, 1.0]]
+    nan = ops.convert_to_tensor(np.array([[np.nan, 2.0, 3.0]], "float32"))
+    assert (_np(gating.top_k(nan, 2)[1]) < 3).all()  # in range whatever NaN does
+    # A zero router: every probability ties; experts 0 and 1 take every token.
+    x = _x((6, 4))
+    layer = _sparse(x, num_experts=4, top_k=2, eval_capacity_factor=10.0)
+    layer.router_kernel.assign(np.zeros((4, 4), "float32"))
+    layer(x)
+    np.testing.assert_allclose(_np(layer.expert_load), [0.5, 0.5, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("cls", ["sparse", "hierarchical"])
+def test_nan_in_a_padded_token_reaches_neither_output_nor_loss(cls):
+    x = _x((16, 8), seed=7)
+    x[0, 0] = np.nan
+    mask = np.arange(16) > 0
+    if cls == "sparse":
+        layer = _sparse(
+            x, min_capacity=1, importance_loss_weight=0.1, z_loss_weight=1e-3
+        )
+    else:
+        layer = _hier(x, group_size=8, second_policy_train="all")
+    y = _np(layer(x, mask=mask, training=True))
+    assert np.isfinite(y).all()
+    np.testing.assert_array_equal(y[0], 0.0)
+    assert all(np.isfinite(_np(loss)) for loss in layer.losses)
+    for variable in layer.non_trainable_weights:
+        assert np.isfinite(_np(variable)).all()
+
+
+@pytest.mark.parametrize("cls", ["sparse", "sparse_grouped", "hierarchical"])
+def test_empty_batch_gives_an_empty_output_and_zero_loss(cls):
+    x = np.zeros((0, 5, 6), "float32")
+    if cls == "hierarchical":
+        layer = HierarchicalMoE((2, 2), 4)
+    else:
+        dispatcher = "grouped" if cls == "sparse_grouped" else "index"
+        layer = SparseMoE(4, [3], group_size=4, dispatcher=dispatcher)
+    y = layer(x)
+    assert tuple(y.shape) == (0, 5, 6)
+    assert [float(_np(loss)) for loss in layer.losses] == [0.0]
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="counts torch operators")
+@pytest.mark.parametrize("dispatcher", ["index", "grouped", "einsum", "dense"])
+def test_no_host_syncs_in_a_torch_forward_and_backward(dispatcher):
+    """No read-back and no Python number copied to the device (each a host
+    sync on a GPU) in a masked training step (`bench/host_work.py`)."""
+    import torch
+
+    from bench import host_work
+
+    x = torch.randn(64, 8, requires_grad=True)
+    mask = torch.rand(64) > 0.2
+    layer = SparseMoE(
+        4, [8], group_size=16, dispatcher=dispatcher, importance_loss_weight=0.1
+    )
+    step = host_work.forward_backward(layer, x, mask=mask)
+    step()
+    counts = host_work.count(step)
+    assert counts["reads"] == 0, counts["ops"]
+    assert counts["scalar_copies"] == 0, counts["copy_sites"]
+    if dispatcher == "grouped":
+        # The native CPU kernel ran (it reads its offsets on the host).
+        assert counts["grouped_mm_reads"] > 0
+    hier = HierarchicalMoE((2, 2), 8, group_size=16, second_policy_train="all")
+    step = host_work.forward_backward(hier, x, mask=mask)
+    step()
+    counts = host_work.count(step)
+    assert counts["reads"] == 0 and counts["scalar_copies"] == 0, counts["copy_sites"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from conformance import harness
@@ -35,7 +36,12 @@ def vjp(layer, case, inputs, float_idx, cotangents) -> tuple[list, list]:
         for x, g in zip(float_inputs, g_x, strict=True)
     ]
     g_tv = [tf.zeros_like(t) if g is None else g for t, g in zip(tv, g_tv, strict=True)]
-    return [g.numpy() for g in g_x], [g.numpy() for g in g_tv]
+
+    # A gather's gradient is `tf.IndexedSlices` (sparse rows); densify it.
+    def dense(g: Any) -> np.ndarray:
+        return tf.convert_to_tensor(g).numpy()
+
+    return [dense(g) for g in g_x], [dense(g) for g in g_tv]
 
 
 def compiled_call(layer, case, inputs) -> Any:

@@ -87,13 +87,17 @@ def sparse_route(x, weights, config, training, mask=None, router_noise=None):
         if num_tokens % s and not config.get("pad_to_group", True):
             raise ValueError(f"group_size={s} does not divide {num_tokens} tokens")
 
-    # 2. capacity per group and expert
+    # 2. capacity per group and expert; a factor of None is dropless (every
+    # assignment kept, whatever the grouping)
     if training:
         cf = config.get("capacity_factor", 1.25)
     else:
         cf = config.get("eval_capacity_factor", 2.0)
     min_capacity = int(config.get("min_capacity", 4))
-    capacity = min(s, max(min_capacity, math.ceil(k * s * cf / num_experts)))
+    if cf is None:
+        capacity = num_tokens
+    else:
+        capacity = min(s, max(min_capacity, math.ceil(k * s * cf / num_experts)))
 
     # 3. router logits (the layer runs this in float32)
     if training and config.get("jitter_eps", 0.0) > 0:

@@ -9,12 +9,13 @@ import keras
 from keras import ops
 
 from keras_mtl import activations
+from keras_mtl import experts
 from keras_mtl import routing
 from keras_mtl import validation
-from keras_mtl.backend.affine import batched_affine
+from keras_mtl.backend import grouped
 
 POLICIES = ("all", "none", "threshold", "random")
-DISPATCHERS = ("index", "einsum")
+DISPATCHERS = ("auto", "index", "grouped", "einsum")
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -69,9 +70,13 @@ class HierarchicalMoE(keras.layers.Layer):
         second_threshold_train: float >= 0. Defaults to `0.2`.
         second_threshold_eval: float >= 0. Defaults to `0.2`.
         loss_coef: float >= 0. Defaults to `1e-2`.
-        dispatcher: `"index"` (gather/scatter) or `"einsum"` (one-hot
-            dispatch/combine tensors); identical results. Defaults to
-            `"index"`.
+        dispatcher: `"index"` (gather/scatter into capacity buffers),
+            `"grouped"` (the second level's kept slots sorted by expert into
+            rows with no capacity padding, the `X * Y` experts as grouped
+            matmuls; see `SparseMoE`), `"einsum"` (one-hot dispatch/combine
+            tensors) or `"auto"`: `"grouped"` where the backend's native
+            grouped matmul is fast for the device and dtype, else
+            `"index"`. Identical results. Defaults to `"auto"`.
         activation: expert hidden activation (a function). Defaults to
             `"relu"`.
         use_bias: bool. Expert biases (Mesh-TF has none). Defaults to `False`.
@@ -131,7 +136,7 @@ class HierarchicalMoE(keras.layers.Layer):
         second_threshold_train: float = 0.2,
         second_threshold_eval: float = 0.2,
         loss_coef: float = 1e-2,
-        dispatcher: str = "index",
+        dispatcher: str = "auto",
         activation: str | Any = "relu",
         use_bias: bool = False,
         kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
@@ -255,24 +260,33 @@ class HierarchicalMoE(keras.layers.Layer):
             return ops.reshape(ops.cast(given, "float32"), shape)
         return keras.random.uniform(shape, dtype="float32", seed=self.seed_generator)
 
-    def _experts(self, v: Any) -> Any:
-        """Expert MLPs on `[X, Y, M, d]` slot rows (one batched matmul each)."""
-        num_x, num_y, m, d = v.shape
-        e = num_x * num_y
+    def _experts(self, v: Any, rows: Any | None) -> Any:
+        """The `X * Y` expert MLPs (flattened, `experts.mlp`) on dispatched
+        rows: `[X * Y, M, d]`, or `[M, d]` sorted by expert with `rows`."""
+        e = self.num_experts[0] * self.num_experts[1]
 
         def flat(w: Any) -> Any:
-            w = ops.cast(w, v.dtype)
             return ops.reshape(w, (e, *w.shape[2:]))
 
-        bias_in = flat(self.expert_bias_in) if self.use_bias else None
-        bias_out = flat(self.expert_bias_out) if self.use_bias else None
-        h = batched_affine(
-            ops.reshape(v, (e, m, d)), flat(self.expert_kernel_in), bias_in
-        )
-        if self.activation is not None:
-            h = self.activation(h)
-        out = batched_affine(h, flat(self.expert_kernel_out), bias_out)
-        return ops.reshape(out, (num_x, num_y, m, out.shape[-1]))
+        kernels = [flat(self.expert_kernel_in), flat(self.expert_kernel_out)]
+        biases = None
+        if self.use_bias:
+            biases = [flat(self.expert_bias_in), flat(self.expert_bias_out)]
+        return experts.mlp(v, kernels, biases, [self.activation, None], rows)
+
+    def resolve_dispatcher(self, x: Any) -> str:
+        """The dispatcher a call on tokens `x` uses (see `dispatcher`)."""
+        if self.dispatcher != "auto":
+            return self.dispatcher
+        num_x, num_y = self.num_experts
+        d, h = self.input_dim, self.expert_hidden_units
+        n = self.output_dim or d
+        fast = grouped.native_is_fast(
+            x, (num_x * num_y, d, h)
+        ) and grouped.native_is_fast(x, (num_x * num_y, h, n))
+        return "grouped" if fast else "index"
+
+    # -- call: route -> dispatch -> experts -> combine -> losses -----------------
 
     def call(
         self,
@@ -285,6 +299,7 @@ class HierarchicalMoE(keras.layers.Layer):
         training = bool(training)
         num_x, num_y = self.num_experts
         d = self.input_dim
+        n_out = self.output_dim or d
         lead = inputs.shape[:-1]
         if any(s is None for s in lead):
             raise ValueError(
@@ -293,49 +308,48 @@ class HierarchicalMoE(keras.layers.Layer):
                 f"input shape {tuple(inputs.shape)}"
             )
         num_tokens = int(math.prod(lead))
+        x = ops.reshape(inputs, (num_tokens, d))
+        if num_tokens == 0:
+            # No tokens, no groups: an empty output and a zero loss.
+            self.add_loss(ops.zeros((), dtype="float32"))
+            return ops.reshape(ops.zeros((0, n_out), dtype=x.dtype), (*lead, n_out))
         sizes = self.layout(num_tokens, training)
         g1, s, c, g2, t, cap2 = (sizes[k] for k in ("G1", "S", "C", "G2", "t", "D"))
         policy = self.second_policy_train if training else self.second_policy_eval
         threshold = (
             self.second_threshold_train if training else self.second_threshold_eval
         )
-        x = ops.reshape(inputs, (num_tokens, d))
-        importance = (
-            ops.ones((g1, s), dtype="float32")
-            if mask is None
-            else ops.reshape(ops.cast(mask, "float32"), (g1, s))
-        )
+        if mask is None:
+            importance = ops.ones((g1, s), dtype="float32")
+        else:
+            # Any nonzero mask value marks a real token (importance 1). Padded
+            # values are selected away, so a NaN there reaches neither the
+            # gates nor the loss.
+            real = ops.cast(ops.reshape(mask, (num_tokens,)), "bool")
+            x = ops.where(ops.expand_dims(real, -1), x, ops.zeros_like(x))
+            importance = ops.reshape(ops.cast(real, "float32"), (g1, s))
+        dispatcher = self.resolve_dispatcher(x)
 
-        # Level 1: tokens -> outer groups.
-        logits1 = ops.matmul(
-            ops.cast(ops.reshape(x, (g1, s, d)), "float32"),
-            ops.cast(self.outer_gate_kernel, "float32"),
-        )
+        # Level 1: tokens -> outer groups (capacity buffer [X * G1 * C, d]).
         outer = routing.top2_gating(
-            logits1,
+            ops.matmul(
+                ops.cast(ops.reshape(x, (g1, s, d)), "float32"),
+                ops.cast(self.outer_gate_kernel, "float32"),
+            ),
             c,
             importance,
             policy,
             threshold,
             self._uniforms(outer_uniforms, (g1, s), policy),
         )
-        # Each slot's importance: 1 (first choice), 0.5 (second), 0 (empty).
         slots1 = ops.reshape(
             routing.slot_ids(
                 outer["experts"], outer["positions"], outer["keep"], g1, c
             ),
             (-1, 2),
         )
-        n1 = num_x * g1 * c
-        slot_gate = routing.scatter_to_slots(
-            ops.reshape(outer["gates"], (-1, 2)), slots1, n1
-        )
-        slot_importance = 0.5 * (
-            ops.cast(slot_gate > 0.5, "float32") + ops.cast(slot_gate > 0.0, "float32")
-        )
-        if self.dispatcher == "index":
-            buffer1 = routing.index_dispatch(x, slots1, n1)  # [X*G1*C, d]
-        else:
+        gates1 = ops.cast(ops.reshape(outer["gates"], (-1, 2)), x.dtype)
+        if dispatcher == "einsum":
             dispatch1, combine1 = routing.one_hot_dispatch_combine(
                 outer["experts"],
                 outer["positions"],
@@ -349,70 +363,125 @@ class HierarchicalMoE(keras.layers.Layer):
                 ops.cast(dispatch1, x.dtype),
                 ops.reshape(x, (g1, s, d)),
             )
-        v = ops.reshape(buffer1, (num_x * g2, t, d))
+        else:
+            buffer1 = routing.index_dispatch(x, slots1, num_x * g1 * c)
 
-        # Level 2: each outer group's slots -> its inner experts.
-        logits2 = ops.einsum(
-            "xgtd,xdy->xgty",
-            ops.cast(ops.reshape(v, (num_x, g2, t, d)), "float32"),
-            ops.cast(self.inner_gate_kernel, "float32"),
+        # Level 2: each outer group's slots -> its inner experts. A slot's
+        # importance: 1 (first choice), 0.5 (second), 0 (empty).
+        slot_gate = routing.scatter_to_slots(
+            ops.reshape(outer["gates"], (-1, 2)), slots1, num_x * g1 * c
         )
+        slot_importance = 0.5 * (
+            ops.cast(slot_gate > 0.5, "float32") + ops.cast(slot_gate > 0.0, "float32")
+        )
+        v = ops.reshape(buffer1, (num_x, g2, t, d))
         inner = routing.top2_gating(
-            ops.reshape(logits2, (num_x * g2, t, num_y)),
+            ops.reshape(
+                ops.einsum(
+                    "xgtd,xdy->xgty",
+                    ops.cast(v, "float32"),
+                    ops.cast(self.inner_gate_kernel, "float32"),
+                ),
+                (num_x * g2, t, num_y),
+            ),
             cap2,
             ops.reshape(slot_importance, (num_x * g2, t)),
             policy,
             threshold,
             self._uniforms(inner_uniforms, (num_x * g2, t), policy),
         )
-        # Inner groups of outer expert x are groups x*G2 .. x*G2+G2-1; give
-        # each (x, y) pair its own block of G2 * D slots.
-        outer_of_group = ops.reshape(
-            ops.repeat(ops.arange(num_x, dtype="int32"), g2), (-1, 1, 1)
-        )
-        group_in_outer = ops.reshape(
-            ops.tile(ops.arange(g2, dtype="int32"), (num_x,)), (-1, 1, 1)
-        )
-        slots2 = (
-            (outer_of_group * num_y + inner["experts"]) * g2 + group_in_outer
-        ) * cap2 + inner["positions"]
-        slots2 = ops.reshape(ops.where(inner["keep"], slots2, -1), (-1, 2))
-        n2 = num_x * num_y * g2 * cap2
-        gates2 = ops.cast(ops.reshape(inner["gates"], (-1, 2)), x.dtype)
-        gates1 = ops.cast(ops.reshape(outer["gates"], (-1, 2)), x.dtype)
-        if self.dispatcher == "index":
-            buffer2 = routing.index_dispatch(ops.reshape(v, (-1, d)), slots2, n2)
-            out2 = self._experts(ops.reshape(buffer2, (num_x, num_y, g2 * cap2, d)))
-            n_out = out2.shape[-1]
-            z = routing.index_combine(ops.reshape(out2, (n2, n_out)), slots2, gates2)
-            y = routing.index_combine(z, slots1, gates1)
-        else:
-            dispatch2, combine2 = routing.one_hot_dispatch_combine(
-                inner["experts"],
-                inner["positions"],
-                inner["keep"],
-                inner["gates"],
-                num_y,
-                cap2,
-            )
-            shape2 = (num_x, g2, t, num_y, cap2)
-            combine2 = ops.cast(ops.reshape(combine2, shape2), x.dtype)
-            buffer2 = ops.einsum(
-                "xhtyd,xhtm->xyhdm",
-                ops.cast(ops.reshape(dispatch2, shape2), x.dtype),
-                ops.reshape(v, (num_x, g2, t, d)),
-            )
-            out2 = self._experts(ops.reshape(buffer2, (num_x, num_y, g2 * cap2, d)))
-            n_out = out2.shape[-1]
-            out2 = ops.reshape(out2, (num_x, num_y, g2, cap2, n_out))
-            z = ops.einsum("xhtyd,xyhdn->xhtn", combine2, out2)
+        if dispatcher == "einsum":
+            z = self._inner_einsum(v, inner, g2, t, cap2, x.dtype)
             y = ops.einsum(
                 "gsxc,xgcn->gsn",
                 ops.cast(combine1, x.dtype),
                 ops.reshape(z, (num_x, g1, c, n_out)),
             )
+        else:
+            z = self._inner_gathered(v, inner, g2, cap2, dispatcher, x.dtype)
+            y = routing.index_combine(z, slots1, gates1)
         self.add_loss((outer["loss"] + inner["loss"]) * self.loss_coef)
         return ops.reshape(y, (*lead, n_out))
+
+    def _inner_gathered(
+        self,
+        v: Any,
+        inner: dict[str, Any],
+        g2: int,
+        cap2: int,
+        dispatcher: str,
+        dtype: str,
+    ) -> Any:
+        """Second level with the index or grouped dispatcher: `[X*G2*t, n]`.
+
+        Inner group `i` belongs to outer expert `x = i // G2` and is its
+        `h = i % G2`-th group; its choice `y` is global expert `x * Y + y`,
+        whose rows are laid out expert-major, then by `h` (as `slot_ids`).
+        """
+        num_x, num_y = self.num_experts
+        d = v.shape[-1]
+        outer_of_group = ops.reshape(
+            ops.repeat(ops.arange(num_x, dtype="int32"), g2, axis=0), (-1, 1, 1)
+        )
+        global_expert = outer_of_group * num_y + inner["experts"]
+        tokens = ops.reshape(v, (-1, d))
+        gates2 = ops.cast(ops.reshape(inner["gates"], (-1, 2)), dtype)
+        if dispatcher == "grouped":
+            none = routing.fill_like(global_expert, -1)
+            chosen = ops.where(inner["keep"], global_expert, none)
+            kept = ops.sum(
+                routing.one_hot(chosen, num_x * num_y, "int32"), axis=(1, 2)
+            )  # [X * G2, X * Y]
+            slots2, sizes2 = routing.packed_slot_ids(
+                global_expert,
+                inner["positions"],
+                inner["keep"],
+                kept,
+                num_x * g2,
+            )
+            slots2 = ops.reshape(slots2, (-1, 2))
+            num_rows = ops.shape(slots2)[0] * 2
+            buffer2 = routing.index_dispatch(tokens, slots2, num_rows)
+            out2 = self._experts(buffer2, routing.grouped_rows(sizes2, num_rows))
+            return routing.index_combine(out2, slots2, gates2)
+        group_in_outer = ops.reshape(
+            ops.tile(ops.arange(g2, dtype="int32"), (num_x,)), (-1, 1, 1)
+        )
+        slots2 = (global_expert * g2 + group_in_outer) * cap2 + inner["positions"]
+        slots2 = ops.where(inner["keep"], slots2, routing.fill_like(slots2, -1))
+        slots2 = ops.reshape(slots2, (-1, 2))
+        n2 = num_x * num_y * g2 * cap2
+        buffer2 = routing.index_dispatch(tokens, slots2, n2)
+        out2 = self._experts(ops.reshape(buffer2, (num_x * num_y, g2 * cap2, d)), None)
+        out2 = ops.reshape(out2, (n2, out2.shape[-1]))
+        return routing.index_combine(out2, slots2, gates2)
+
+    def _inner_einsum(
+        self, v: Any, inner: dict[str, Any], g2: int, t: int, cap2: int, dtype: str
+    ) -> Any:
+        """Second level with one-hot dispatch/combine tensors: `[X, G2*t, n]`."""
+        num_x, num_y = self.num_experts
+        d = v.shape[-1]
+        dispatch2, combine2 = routing.one_hot_dispatch_combine(
+            inner["experts"],
+            inner["positions"],
+            inner["keep"],
+            inner["gates"],
+            num_y,
+            cap2,
+        )
+        shape2 = (num_x, g2, t, num_y, cap2)
+        buffer2 = ops.einsum(
+            "xhtyd,xhtm->xyhdm",
+            ops.cast(ops.reshape(dispatch2, shape2), dtype),
+            v,
+        )
+        out2 = self._experts(ops.reshape(buffer2, (num_x * num_y, g2 * cap2, d)), None)
+        n_out = out2.shape[-1]
+        out2 = ops.reshape(out2, (num_x, num_y, g2, cap2, n_out))
+        return ops.einsum(
+            "xhtyd,xyhdn->xhtn", ops.cast(ops.reshape(combine2, shape2), dtype), out2
+        )
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
         return (*input_shape[:-1], self.output_dim or input_shape[-1])

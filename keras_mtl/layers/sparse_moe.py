@@ -10,13 +10,14 @@ import keras
 from keras import ops
 
 from keras_mtl import activations
+from keras_mtl import experts
 from keras_mtl import numerics
 from keras_mtl import routing
 from keras_mtl import validation
-from keras_mtl.backend.affine import batched_affine
+from keras_mtl.backend import grouped
 
 GATE_TYPES = ("softmax", "noisy_topk")
-DISPATCHERS = ("index", "einsum", "dense")
+DISPATCHERS = ("auto", "index", "grouped", "einsum", "dense")
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -45,16 +46,39 @@ class SparseMoE(keras.layers.Layer):
     under `jax.jit`, `tf.function(jit_compile=True)` and `torch.compile`,
     even when the batch size is unknown, as long as `group_size` is set.
 
-    Dispatchers (all give identical results, drops included):
+    A factor of `None` is dropless (Megablocks; MaxText's default): every
+    assignment is kept, whatever the routing. Shapes stay static, since the
+    `T * k` assignments are a static count; only their split over the
+    experts depends on the data.
 
-    - `"index"` (default): an inverse slot map built with one
-      `scatter_update`, `take` to fill the `[E, G*C, d]` expert buffer and
-      `take` to combine. Cost `O(T*k*d)` plus the experts on `E*G*C ≈
-      k*cf*T` rows.
+    Dispatchers (all give the same results, drops included):
+
+    - `"grouped"`: the kept assignments sorted by expert into `T * k` rows
+      (no capacity padding; not-kept assignments compute on a zero row and
+      are read with weight 0), each expert layer one grouped matmul:
+      `torch._grouped_mm` on torch, `jax.lax.ragged_dot` on JAX GPUs and
+      TPUs, elsewhere a `keras.ops` fallback that pads each expert's rows to
+      blocks of about `T * k / E` rows (at most about twice the rows;
+      `keras_mtl.backend.grouped`). Dropless, it routes all tokens as one
+      group, so `group_size` is not needed.
+    - `"index"`: an inverse slot map built with one `scatter_update`, `take`
+      to fill the `[E, G*C, d]` expert buffer and `take` to combine. Cost
+      `O(T*k*d)` plus the experts on `E*G*C ≈ k*cf*T` rows; dropless, each
+      expert's buffer holds the whole group (`C = S`, `E / k` times the
+      rows).
     - `"einsum"`: the GShard one-hot dispatch/combine tensors `[G, S, E, C]`
       (cost grows with the group size; the pattern SPMD partitioners like).
     - `"dense"`: every expert on every token, mixed by the same (dropped)
       combine weights; for tiny `E` or for checking.
+    - `"auto"` (default), decided per call from the backend, the device and
+      the dtype of the tokens: `"grouped"` where the native grouped matmul is
+      fast (torch on the CPU; torch in bfloat16 on NVIDIA compute capability
+      9.x/10.x; JAX on GPU and TPU; every expert width a multiple of 16 bytes
+      for torch) and for dropless routing, `"index"` otherwise. The choice
+      follows measurements (`bench/moe_results.md`): on the CPU, JAX's
+      native `ragged_dot` ran at 1.8 GFLOP/s against 117 for a batched
+      matmul of the same shape; torch's CUDA `_grouped_mm` outside bfloat16
+      on 9.x/10.x loops over the experts with a host sync.
 
     Gates: `"softmax"`, or `"noisy_topk"` (Shazeer et al., 2017): in training
     `route = logits + N(0, 1) * (softplus(x @ W_noise) + 1e-2)`. With
@@ -86,18 +110,20 @@ class SparseMoE(keras.layers.Layer):
         gate_type: `"softmax"` or `"noisy_topk"`. Defaults to `"softmax"`.
         normalize_gates: bool. Renormalize the `k` gates to sum to 1.
             Defaults to `True`.
-        capacity_factor: float > 0. Capacity factor in training. Defaults to
-            `1.25`.
-        eval_capacity_factor: float > 0. Capacity factor at inference.
-            Defaults to `2.0`.
+        capacity_factor: float > 0, or `None` for dropless routing. Capacity
+            factor in training. Defaults to `1.25`.
+        eval_capacity_factor: float > 0, or `None` for dropless routing.
+            Capacity factor at inference. Defaults to `2.0`.
         min_capacity: int >= 1. Lower bound of the capacity. Defaults to `4`.
         group_size: int or `None`. Tokens per routing group; `None` routes all
-            tokens of a call as one group (needs a static token count).
-            Defaults to `None`.
+            tokens of a call as one group (needs a static token count, except
+            for dropless routing with the grouped dispatcher). Defaults to
+            `None`.
         pad_to_group: bool. Pad the token count up to a multiple of
             `group_size` with masked tokens; if `False`, a token count that
             `group_size` does not divide raises. Defaults to `True`.
-        dispatcher: `"index"`, `"einsum"` or `"dense"`. Defaults to `"index"`.
+        dispatcher: `"auto"`, `"grouped"`, `"index"`, `"einsum"` or
+            `"dense"` (see above). Defaults to `"auto"`.
         activation: activation between expert layers (a function; the last
             expert layer is linear). Defaults to `"relu"`.
         use_bias: bool. Expert biases. Defaults to `True`.
@@ -117,8 +143,10 @@ class SparseMoE(keras.layers.Layer):
 
     Call args:
         inputs: `[..., d]`.
-        mask: optional `inputs.shape[:-1]`, true (or 1) for real tokens.
-            Padded tokens take no capacity, count in no loss and output 0.
+        mask: optional `inputs.shape[:-1]`, true (any nonzero value) for real
+            tokens. Padded tokens take no capacity, count in no loss and
+            output 0; their values are selected away, so a NaN there goes
+            nowhere.
         training: bool.
         router_noise: optional `inputs.shape[:-1] + (E,)` standard-normal
             draws used instead of sampling (reproducible noisy gates).
@@ -136,6 +164,9 @@ class SparseMoE(keras.layers.Layer):
     moe = keras_mtl.layers.SparseMoE(num_experts=16, expert_hidden_units=64,
                                      top_k=2, group_size=256)
     y = moe(np.random.rand(8, 100, 32))  # (8, 100, 32)
+    dropless = keras_mtl.layers.SparseMoE(num_experts=16, expert_hidden_units=64,
+                                          capacity_factor=None,
+                                          eval_capacity_factor=None)
     ```
 
     References:
@@ -144,6 +175,8 @@ class SparseMoE(keras.layers.Layer):
         Lepikhin et al., GShard, 2020 (arXiv:2006.16668).
         Fedus et al., Switch Transformers, JMLR 2022 (arXiv:2101.03961).
         Zoph et al., ST-MoE, 2022 (arXiv:2202.08906).
+        Gale et al., MegaBlocks: Efficient Sparse Training with
+        Mixture-of-Experts, MLSys 2023 (arXiv:2211.15841).
     """
 
     def __init__(
@@ -154,12 +187,12 @@ class SparseMoE(keras.layers.Layer):
         top_k: int = 2,
         gate_type: str = "softmax",
         normalize_gates: bool = True,
-        capacity_factor: float = 1.25,
-        eval_capacity_factor: float = 2.0,
+        capacity_factor: float | None = 1.25,
+        eval_capacity_factor: float | None = 2.0,
         min_capacity: int = 4,
         group_size: int | None = None,
         pad_to_group: bool = True,
-        dispatcher: str = "index",
+        dispatcher: str = "auto",
         activation: str | Any = "relu",
         use_bias: bool = True,
         jitter_eps: float = 0.0,
@@ -203,10 +236,8 @@ class SparseMoE(keras.layers.Layer):
                 f"Received: top_k={top_k} with num_experts={num_experts}"
             )
         self.normalize_gates = bool(normalize_gates)
-        self.capacity_factor = validation.positive_float(
-            "capacity_factor", capacity_factor
-        )
-        self.eval_capacity_factor = validation.positive_float(
+        self.capacity_factor = _capacity_factor("capacity_factor", capacity_factor)
+        self.eval_capacity_factor = _capacity_factor(
             "eval_capacity_factor", eval_capacity_factor
         )
         self.min_capacity = validation.positive_int("min_capacity", min_capacity)
@@ -302,16 +333,40 @@ class SparseMoE(keras.layers.Layer):
     # -- sizes -------------------------------------------------------------------
 
     def capacity(self, group_size: int, training: bool = False) -> int:
-        """Expert capacity per group for a group of `group_size` tokens."""
+        """Expert capacity per group for a group of `group_size` tokens (the
+        whole group when the factor is `None`: nothing can be dropped)."""
         cf = self.capacity_factor if training else self.eval_capacity_factor
+        if cf is None:
+            return group_size
         return routing.expert_capacity(
             group_size, self.num_experts, self.top_k, cf, self.min_capacity
         )
 
-    def _group_layout(self, num_tokens: int | None) -> tuple[int, int | None, int]:
-        """`(group_size, num_groups or None, pad)` for `num_tokens` tokens."""
-        if self.group_size is None:
-            if num_tokens is None:
+    def dropless(self, training: bool = False) -> bool:
+        """Whether every assignment is kept (capacity factor `None`)."""
+        cf = self.capacity_factor if training else self.eval_capacity_factor
+        return cf is None
+
+    def resolve_dispatcher(self, x: Any, training: bool = False) -> str:
+        """The dispatcher a call on tokens `x` uses (see `dispatcher`)."""
+        if self.dispatcher != "auto":
+            return self.dispatcher
+        fast = all(
+            grouped.native_is_fast(x, tuple(kernel.shape))
+            for kernel in self.expert_kernels
+        )
+        return "grouped" if fast or self.dropless(training) else "index"
+
+    def _group_layout(
+        self, num_tokens: int | None, one_group: bool
+    ) -> tuple[int | None, int | None, int]:
+        """`(group_size, num_groups, pad)` for `num_tokens` tokens.
+
+        `None` stands for a size known only at run time; `pad = -1` asks for
+        padding computed at run time.
+        """
+        if one_group or self.group_size is None:
+            if num_tokens is None and not one_group:
                 raise ValueError(
                     "`SparseMoE` with `group_size=None` routes all tokens as one "
                     "group and needs a static token count to size the expert "
@@ -331,20 +386,7 @@ class SparseMoE(keras.layers.Layer):
             )
         return size, (num_tokens + pad) // size, pad
 
-    # -- experts -----------------------------------------------------------------
-
-    def run_experts(self, buffer: Any) -> Any:
-        """Runs the stacked expert MLPs on `[E, M, d]` rows."""
-        h = buffer
-        last = len(self.expert_kernels) - 1
-        for i, kernel in enumerate(self.expert_kernels):
-            bias = ops.cast(self.expert_biases[i], h.dtype) if self.use_bias else None
-            h = batched_affine(h, ops.cast(kernel, h.dtype), bias)
-            if i < last and self.activation is not None:
-                h = self.activation(h)
-        return h
-
-    # -- call --------------------------------------------------------------------
+    # -- call: route -> dispatch -> experts -> combine -> losses -----------------
 
     def call(
         self,
@@ -357,23 +399,43 @@ class SparseMoE(keras.layers.Layer):
         d = self.input_dim
         lead_shape = ops.shape(inputs)[:-1]
         static_tokens = _static_product(inputs.shape[:-1])
+        out_dim = self.output_dim or d
         x = ops.reshape(inputs, (-1, d))
-        valid = (
-            ops.ones_like(x[:, 0], dtype="float32")
-            if mask is None
-            else ops.cast(ops.reshape(mask, (-1,)), "float32")
-        )
-        group_size, num_groups, pad = self._group_layout(static_tokens)
-        if pad == -1:  # unknown token count (TF graph): pad dynamically.
+        if static_tokens == 0:
+            return self._empty_call(x, lead_shape, out_dim)
+        if mask is None:
+            valid = ops.ones_like(x[:, 0], dtype="bool")
+        else:
+            # Any nonzero mask value marks a real token. Padded values are
+            # selected away, not multiplied by 0: a NaN there must reach
+            # neither the output nor the losses.
+            valid = ops.cast(ops.reshape(mask, (-1,)), "bool")
+            x = ops.where(ops.expand_dims(valid, -1), x, ops.zeros_like(x))
+        noise = None
+        if router_noise is not None:
+            noise = ops.reshape(router_noise, (-1, self.num_experts))
+        dispatcher = self.resolve_dispatcher(x, training)
+        # Without a capacity the grouped dispatcher needs no groups at all.
+        one_group = dispatcher == "grouped" and self.dropless(training)
+        group_size, num_groups, pad = self._group_layout(static_tokens, one_group)
+        if pad == -1:  # unknown token count (TF graph): pad at run time.
             pad = (-ops.shape(x)[0]) % group_size
         num_tokens = ops.shape(x)[0]
         if not isinstance(pad, int) or pad:
-            x = ops.concatenate([x, ops.zeros((pad, d), dtype=x.dtype)], axis=0)
-            valid = ops.concatenate([valid, ops.zeros((pad,), dtype="float32")], 0)
-        capacity = self.capacity(group_size, training)
-        k, num_experts = self.top_k, self.num_experts
+            x, valid, noise = _pad_tokens(pad, x, valid, noise)
 
-        # Routing, float32.
+        router = self._route(x, valid, training, noise)
+        route = self._assign(router, valid, group_size, num_groups, training, x.dtype)
+        self._update_statistics(router["onehot"], route, valid)
+        self._add_losses(router, valid)
+        y = routing.DISPATCHERS[dispatcher](x, route, self._experts)
+        y = y[:num_tokens]
+        return ops.reshape(y, (*lead_shape, y.shape[-1]))
+
+    def _route(
+        self, x: Any, valid: Any, training: bool, noise: Any | None
+    ) -> dict[str, Any]:
+        """Router logits, probabilities and the top-k choice, in float32."""
         xr = ops.cast(x, "float32")
         if training and self.jitter_eps > 0:
             xr = xr * keras.random.uniform(
@@ -391,96 +453,107 @@ class SparseMoE(keras.layers.Layer):
                 ops.softplus(ops.matmul(xr, ops.cast(self.noise_kernel, "float32")))
                 + 1e-2
             )
-            if router_noise is None:
+            if noise is None:
                 noise = keras.random.normal(
                     ops.shape(logits), dtype="float32", seed=self.seed_generator
                 )
-            else:
-                noise = ops.cast(
-                    ops.reshape(router_noise, (-1, num_experts)), "float32"
-                )
-                if not isinstance(pad, int) or pad:
-                    noise = ops.concatenate(
-                        [noise, ops.zeros((pad, num_experts), dtype="float32")], 0
-                    )
-            route = logits + noise * stddev
+            route = logits + ops.cast(noise, "float32") * stddev
         probs = ops.softmax(route, axis=-1)
-        gates, experts = routing.top_k_gates(probs, k, self.normalize_gates)
+        gates, chosen = routing.top_k_gates(probs, self.top_k, self.normalize_gates)
+        return {
+            # [T, k, E], for the statistics and the losses.
+            "onehot": routing.one_hot(chosen, self.num_experts, "float32"),
+            "logits": logits,
+            "route": route,
+            "stddev": stddev,
+            "noisy": noisy,
+            "probs": probs,
+            "gates": gates,
+            "chosen": chosen,
+        }
 
+    def _assign(
+        self,
+        router: dict[str, Any],
+        valid: Any,
+        group_size: int | None,
+        num_groups: int | None,
+        training: bool,
+        compute_dtype: str,
+    ) -> routing.Route:
+        """Queue positions per group and capacity: which assignments stay."""
+        k, num_experts = self.top_k, self.num_experts
         groups = -1 if num_groups is None else num_groups
-        valid_g = ops.reshape(valid, (groups, group_size))
-        experts_g = ops.reshape(experts, (groups, group_size, k))
-        positions = routing.choice_major_positions(experts_g, valid_g, num_experts)
-        keep = ops.logical_and(
-            ops.less(positions, capacity), ops.expand_dims(valid_g > 0, -1)
+        shape = (groups, -1 if group_size is None else group_size)
+        experts_g = ops.reshape(router["chosen"], (*shape, k))
+        positions, totals = routing.choice_major_positions(
+            experts_g, ops.reshape(valid, shape), num_experts, with_totals=True
         )
-        keep_flat = ops.reshape(keep, (-1, k))
-        weights = gates * ops.cast(keep_flat, "float32")
-
-        # [T, k, E], built once for the statistics, the losses and `dense`.
-        onehot = routing.one_hot(experts, num_experts, "float32")
-        self._update_statistics(onehot, keep_flat, valid)
-        self._add_losses(probs, gates, onehot, valid, route, logits, stddev, noisy)
-
-        compute_dtype = x.dtype
-        weights_c = ops.cast(weights, compute_dtype)
-        if self.dispatcher == "index":
-            g = num_groups if num_groups is not None else ops.shape(valid_g)[0]
-            slots = routing.slot_ids(experts_g, positions, keep, g, capacity)
-            slots = ops.reshape(slots, (-1, k))
-            num_slots = num_experts * g * capacity
-            buffer = routing.index_dispatch(x, slots, num_slots)
-            out = self.run_experts(ops.reshape(buffer, (num_experts, -1, d)))
-            y = routing.index_combine(
-                ops.reshape(out, (num_slots, out.shape[-1])), slots, weights_c
-            )
-        elif self.dispatcher == "einsum":
-            dispatch, combine = routing.one_hot_dispatch_combine(
-                experts_g,
-                positions,
-                keep,
-                ops.reshape(weights, (groups, group_size, k)),
-                num_experts,
-                capacity,
-            )
-            dispatch = ops.cast(dispatch, compute_dtype)
-            x_g = ops.reshape(x, (groups, group_size, d))
-            buffer = ops.einsum("gsec,gsd->egcd", dispatch, x_g)
-            out = self.run_experts(ops.reshape(buffer, (num_experts, -1, d)))
-            out = ops.reshape(out, (num_experts, groups, capacity, out.shape[-1]))
-            y = ops.einsum("gsec,egcn->gsn", ops.cast(combine, compute_dtype), out)
-            y = ops.reshape(y, (-1, out.shape[-1]))
+        keep = positions >= 0
+        if self.dropless(training):
+            # Room for the whole group (`None`: one group of unknown size).
+            capacity = group_size
         else:
-            combine = ops.einsum(
-                "tk,tke->te", weights_c, ops.cast(onehot, compute_dtype)
-            )
-            everything = ops.broadcast_to(
-                ops.expand_dims(x, 0), (num_experts, ops.shape(x)[0], d)
-            )
-            out = self.run_experts(everything)
-            y = ops.einsum("te,etn->tn", combine, out)
-        y = y[:num_tokens]
-        return ops.reshape(y, (*lead_shape, y.shape[-1]))
+            capacity = self.capacity(group_size, training)
+            keep = ops.logical_and(keep, positions < capacity)
+        keep_flat = ops.reshape(keep, (-1, k))
+        weights = ops.where(keep_flat, router["gates"], ops.zeros_like(router["gates"]))
+        return routing.Route(
+            experts=experts_g,
+            positions=positions,
+            keep=keep,
+            weights=ops.cast(weights, compute_dtype),
+            totals=totals,
+            num_experts=num_experts,
+            capacity=capacity,
+            groups=ops.shape(positions)[0] if num_groups is None else num_groups,
+        )
 
-    def _update_statistics(self, onehot: Any, keep: Any, valid: Any) -> None:
-        total = ops.maximum(ops.sum(valid) * self.top_k, 1.0)
-        kept = ops.cast(keep, "float32")
+    def _experts(self, h: Any, rows: Any | None) -> Any:
+        """The stacked expert MLPs on dispatched rows (`experts.mlp`)."""
+        return experts.mlp(
+            h,
+            self.expert_kernels,
+            self.expert_biases if self.use_bias else None,
+            experts.hidden_activations(self.activation, len(self.expert_kernels)),
+            rows,
+        )
+
+    def run_experts(self, buffer: Any) -> Any:
+        """Runs the stacked expert MLPs on `[E, M, d]` rows."""
+        return self._experts(buffer, None)
+
+    def _empty_call(self, x: Any, lead_shape: Any, out_dim: int) -> Any:
+        """No tokens: an empty output, zero statistics and a zero loss."""
+        self.expert_load.assign(ops.zeros((self.num_experts,), dtype="float32"))
+        self.dropped_fraction.assign(ops.zeros((), dtype="float32"))
+        if self._loss_weights_positive():
+            self.add_loss(ops.zeros((), dtype="float32"))
+        y = ops.zeros((0, out_dim), dtype=x.dtype)
+        return ops.reshape(y, (*lead_shape, out_dim))
+
+    def _loss_weights_positive(self) -> bool:
+        return (
+            self.balance_loss_weight > 0
+            or self.importance_loss_weight > 0
+            or self.z_loss_weight > 0
+        )
+
+    def _update_statistics(self, onehot: Any, route: routing.Route, valid: Any) -> None:
+        valid = ops.cast(valid, "float32")
+        total = routing.at_least_one(ops.sum(valid) * self.top_k)
+        kept = ops.cast(ops.reshape(route.keep, (-1, self.top_k)), "float32")
         per_expert = ops.sum(onehot * kept[..., None], axis=(0, 1))
         self.expert_load.assign(per_expert / total)
         dropped = ops.sum(ops.expand_dims(valid, -1) * (1.0 - kept))
         self.dropped_fraction.assign(dropped / total)
 
-    def _add_losses(
-        self,
-        probs: Any,
-        gates: Any,
-        onehot: Any,
-        valid: Any,
-        route: Any,
-        logits: Any,
-        stddev: Any,
-        noisy: bool,
-    ) -> None:
+    def _add_losses(self, router: dict[str, Any], valid: Any) -> None:
+        if not self._loss_weights_positive():
+            return
+        valid = ops.cast(valid, "float32")
+        onehot = router["onehot"]
+        probs = router["probs"]
         terms = []
         chosen = ops.sum(onehot, axis=1)  # [T, E]
         if self.balance_loss_weight > 0:
@@ -490,10 +563,13 @@ class SparseMoE(keras.layers.Layer):
             )
         if self.importance_loss_weight > 0:
             importance = ops.sum(
-                ops.sum(onehot * gates[..., None], axis=1) * valid[:, None], axis=0
+                ops.sum(onehot * router["gates"][..., None], axis=1) * valid[:, None],
+                axis=0,
             )
-            if noisy:
-                load_t = routing.prob_in_top_k(logits, route, stddev, self.top_k)
+            if router["noisy"]:
+                load_t = routing.prob_in_top_k(
+                    router["logits"], router["route"], router["stddev"], self.top_k
+                )
             else:
                 load_t = chosen
             load = ops.sum(load_t * valid[:, None], axis=0)
@@ -502,12 +578,11 @@ class SparseMoE(keras.layers.Layer):
                 * (numerics.cv_squared(importance) + numerics.cv_squared(load))
             )
         if self.z_loss_weight > 0:
-            terms.append(self.z_loss_weight * routing.z_loss(route, valid))
-        if terms:
-            total = terms[0]
-            for term in terms[1:]:
-                total = total + term
-            self.add_loss(total)
+            terms.append(self.z_loss_weight * routing.z_loss(router["route"], valid))
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        self.add_loss(total)
 
     def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
         out_dim = self.output_dim or input_shape[-1]
@@ -552,6 +627,24 @@ class SparseMoE(keras.layers.Layer):
             }
         )
         return config
+
+
+def _pad_tokens(
+    pad: Any, x: Any, valid: Any, noise: Any | None
+) -> tuple[Any, Any, Any | None]:
+    """Appends `pad` masked zero tokens (and zero router noise)."""
+    x = ops.concatenate([x, ops.zeros((pad, x.shape[-1]), dtype=x.dtype)], axis=0)
+    valid = ops.concatenate([valid, ops.zeros((pad,), dtype="bool")], axis=0)
+    if noise is not None:
+        noise = ops.concatenate(
+            [noise, ops.zeros((pad, noise.shape[-1]), dtype=noise.dtype)], axis=0
+        )
+    return x, valid, noise
+
+
+def _capacity_factor(name: str, value: Any) -> float | None:
+    """A finite factor > 0, or `None` (dropless)."""
+    return None if value is None else validation.positive_float(name, value)
 
 
 def _static_product(shape: Sequence[int | None]) -> int | None:

@@ -15,10 +15,10 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_mtl import experts
 from keras_mtl import numerics
 from keras_mtl import validation
 from keras_mtl.backend.affine import affine
-from keras_mtl.backend.affine import batched_affine
 from keras_mtl.layers.mlp import _resolve_activations
 
 
@@ -142,6 +142,14 @@ class StackedDense(keras.layers.Layer):
                 regularizer=self.bias_regularizer,
             )
 
+    def stacked_weights(self) -> tuple[Any, Any | None]:
+        """`(kernel [E, in, units], bias [E, units] or None)`, the kernel
+        weight-normalized when `allow_kernel_norm`."""
+        kernel = self.kernel
+        if self.allow_kernel_norm:
+            kernel = numerics.weight_norm(kernel, self.kernel_norm)
+        return kernel, self.bias if self.use_bias else None
+
     def call(self, inputs: Any, expert_major: bool = False) -> Any:
         """`[B, E, units]`, or `[E, B, units]` with `expert_major=True`.
 
@@ -154,11 +162,8 @@ class StackedDense(keras.layers.Layer):
         JAX and 1.16x on TensorFlow (CPU, bench/mmoe_results.md). On torch the
         bias is added inside the matmul (`keras_mtl.backend.affine`).
         """
-        kernel = self.kernel
-        if self.allow_kernel_norm:
-            kernel = numerics.weight_norm(kernel, self.kernel_norm)
+        kernel, bias = self.stacked_weights()
         stacks, input_dim, units = kernel.shape
-        bias = self.bias if self.use_bias else None
         if self.shared_input:
             # All stacks share the input: one [B, in] x [in, E * units] matmul.
             flat = ops.reshape(
@@ -170,7 +175,7 @@ class StackedDense(keras.layers.Layer):
             return ops.transpose(outputs, (1, 0, 2)) if expert_major else outputs
         if not expert_major:
             inputs = ops.transpose(inputs, (1, 0, 2))
-        outputs = batched_affine(inputs, kernel, bias)  # [E, B, units]
+        outputs = experts.affine(inputs, kernel, bias)  # [E, B, units]
         return outputs if expert_major else ops.transpose(outputs, (1, 0, 2))
 
     def compute_output_shape(self, input_shape: Any) -> Any:
@@ -316,10 +321,19 @@ class StackedMLP(keras.layers.Layer):
             x = inputs
             if not self.shared_input:
                 x = ops.transpose(x, (1, 0, 2))
-            for dense, act in zip(self.dense_layers, self.activations, strict=True):
-                x = dense(x, expert_major=True)
-                if act is not None:
-                    x = act(x)
+            first, *rest = self.dense_layers
+            x = first(x, expert_major=True)
+            if self.activations[0] is not None:
+                x = self.activations[0](x)
+            # The later layers are the stacked-expert routine every MoE layer
+            # runs (`keras_mtl.experts.mlp`), on weight-normalized kernels.
+            stacked = [dense.stacked_weights() for dense in rest]
+            x = experts.mlp(
+                x,
+                [kernel for kernel, _ in stacked],
+                [bias for _, bias in stacked],
+                self.activations[1:],
+            )
             return x if expert_major else ops.transpose(x, (1, 0, 2))
         x = inputs
         if self.batch_norm_in is not None:
