@@ -198,4 +198,7 @@ def bench(session: nox.Session, backend: str) -> None:
         **_env(backend),
         "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", BENCH_MALLOC),
     }
+    if "gpu" in session.posargs:  # `-- --suite moe --device gpu`
+        env.pop("CUDA_VISIBLE_DEVICES")
+        env.pop("JAX_PLATFORMS")
     session.run("python", "-m", "bench", *session.posargs, env=env)
