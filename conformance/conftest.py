@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from conformance import precision
 from conformance import report
 
 EXPECTATIONS_DIR = pathlib.Path(__file__).resolve().parent / "expectations"
@@ -83,21 +84,18 @@ def _configure_device(device: str) -> None:
     import keras
 
     # TF32 silently lowers float32 matmul precision on Ampere and newer.
+    precision.pin_float32_matmuls(backend)
     if backend == "jax":
         import jax
 
-        jax.config.update("jax_default_matmul_precision", "float32")
         ok = jax.default_backend() == "gpu"
     elif backend == "torch":
         import torch
 
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
         ok = torch.cuda.is_available()
     else:
         import tensorflow as tf
 
-        tf.config.experimental.enable_tensor_float_32_execution(False)
         ok = bool(tf.config.list_physical_devices("GPU"))
     where = str(getattr(keras.ops.ones((2,)), "device", "")) if ok else ""
     if backend == "jax" and ok:
