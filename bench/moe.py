@@ -94,7 +94,10 @@ def _compiled(layer, x, xla_backward=True):
                 value = tf.reduce_sum(y * y) + sum(layer.losses)
             grads = tape.gradient(value, layer.trainable_variables)
             # `None` for weights off the path (the router, experts alone).
-            return [g for g in grads if g is not None]
+            # A gather's gradient is `tf.IndexedSlices`, densified here as an
+            # optimizer would (returned from an XLA function as slices, its
+            # values keep a padded static shape that no longer matches).
+            return [tf.convert_to_tensor(g) for g in grads if g is not None]
 
         return (
             lambda: tf_fwd(xt),

@@ -34,6 +34,8 @@ def affine(h: Any, kernel: Any, bias: Any | None, rows: Any | None = None) -> An
         return batched_affine(h, kernel, bias)
     y = grouped.grouped_matmul(h, kernel, rows)
     if bias is not None:
+        # Row expert `E` (rows of no expert) reads an appended zero row.
+        bias = ops.concatenate([bias, ops.zeros_like(bias[:1])], axis=0)
         y = y + ops.take(bias, rows.row_expert, axis=0)
     return y
 

@@ -234,8 +234,9 @@ class Route(NamedTuple):
 
 
 class GroupedRows(NamedTuple):
-    """Rows sorted by expert: `sizes` `[E]` int32 (summing to the row count)
-    and each row's expert `row_expert` `[M]` int32 (for per-expert biases)."""
+    """Rows sorted by expert: `sizes` `[E]` int32 (summing to at most the row
+    count `M`; later rows belong to no expert) and each row's expert
+    `row_expert` `[M]` int32, `E` for the rows of no expert."""
 
     sizes: Any
     row_expert: Any
@@ -276,13 +277,21 @@ def packed_slot_ids(
 
 
 def grouped_rows(sizes: Any, num_rows: Any) -> GroupedRows:
-    """`GroupedRows` for `num_rows` rows of which the first `sum(sizes)` are
-    kept; the rest (the assignments not kept, which read the zero row) join
-    the last expert, so every row of the buffer is computed and finite and a
-    grouped matmul never leaves rows unwritten."""
+    """`GroupedRows` for a buffer of `num_rows` rows whose first `sum(sizes)`
+    hold the kept assignments, sorted by expert.
+
+    The rows after them (assignments not kept, all reading the zero row) are
+    not computed by a native grouped matmul (torch leaves them unwritten),
+    except the first, which joins the last expert: a not-kept assignment
+    reads row 0 with weight 0, and row 0 must be finite even when nothing is
+    kept. `row_expert` is `E` (no expert) for the rows not computed, so a
+    per-expert bias gathered with it reads a zero row there and its gradient
+    never sees those rows.
+    """
     sizes = ops.cast(sizes, "int32")
     rest = num_rows - ops.sum(sizes)
-    sizes = ops.concatenate([sizes[:-1], sizes[-1:] + rest], axis=0)
+    first_of_rest = ops.minimum(rest, ops.ones_like(rest))
+    sizes = ops.concatenate([sizes[:-1], sizes[-1:] + first_of_rest], axis=0)
     ends = ops.cumsum(sizes)
     rows = ops.arange(num_rows, dtype="int32")
     row_expert = ops.cast(ops.searchsorted(ends, rows, side="right"), "int32")
@@ -381,12 +390,11 @@ def index_moe(x: Any, route: Route, experts: ExpertFn) -> Any:
 
 
 def grouped_moe(x: Any, route: Route, experts: ExpertFn) -> Any:
-    """Assignments sorted by expert into `T * k` rows with no capacity
-    padding, the experts as grouped matmuls over the rows (native where the
-    backend has one, see `keras_mtl.backend.grouped`); dispatch and combine
-    as in `index_moe`. Cost `O(T * k * d)` plus the experts on exactly the
-    `T * k` rows (not-kept assignments compute on a zero row and are read
-    with weight 0)."""
+    """Kept assignments sorted by expert into the first rows of a `T * k`-row
+    buffer with no capacity padding, the experts as grouped matmuls over them
+    (native where the backend has one, see `keras_mtl.backend.grouped`);
+    dispatch and combine as in `index_moe`. Cost `O(T * k * d)` plus the
+    experts on the kept rows only (and one more, see `grouped_rows`)."""
     k = route.weights.shape[-1]
     kept = route.totals
     if route.capacity is not None:
@@ -405,7 +413,7 @@ def einsum_moe(x: Any, route: Route, experts: ExpertFn) -> Any:
     """The GShard one-hot dispatch and combine tensors `[G, S, E, C]` (cost
     grows with the group size; the pattern SPMD partitioners like)."""
     k, d = route.weights.shape[-1], x.shape[-1]
-    g, c, e = route.groups, route.capacity, route.num_experts
+    c, e = route.capacity, route.num_experts
     s = route.experts.shape[1]
     dispatch, combine = one_hot_dispatch_combine(
         route.experts,
@@ -421,7 +429,7 @@ def einsum_moe(x: Any, route: Route, experts: ExpertFn) -> Any:
         ops.reshape(x, (-1, s, d)),
     )
     out = experts(ops.reshape(buffer, (e, -1, d)), None)
-    out = ops.reshape(out, (e, g, c, out.shape[-1]))
+    out = ops.reshape(out, (e, -1, c, out.shape[-1]))
     y = ops.einsum("gsec,egcn->gsn", ops.cast(combine, x.dtype), out)
     return ops.reshape(y, (-1, out.shape[-1]))
 

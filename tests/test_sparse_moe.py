@@ -550,10 +550,13 @@ def _loss_and_grads(layer, x):
             with tf.GradientTape() as tape:
                 y = layer(x, training=True)
                 value = tf.reduce_sum(y * y)
-            return value, tape.gradient(value, layer.trainable_variables)
+            grads = tape.gradient(value, layer.trainable_variables)
+            # Gathers give `tf.IndexedSlices`; returned from an XLA function
+            # their values keep a padded static shape, so densify here.
+            return value, [tf.convert_to_tensor(g) for g in grads]
 
         value, grads = step(tf.constant(x))
-        return float(value), [tf.convert_to_tensor(g).numpy() for g in grads]
+        return float(value), [g.numpy() for g in grads]
     import torch
 
     def step(x):
@@ -689,25 +692,25 @@ def test_dispatchers_agree_in_gradients(width, cf):
 
 
 def _grouped_case(num_rows, sizes, d_in=8, d_out=16, seed=0):
+    """Inputs, the rows of experts and their products, row by row: `sizes`
+    as given, and the first row past them joins the last expert."""
     rng = np.random.RandomState(seed)
     x = rng.standard_normal((num_rows, d_in)).astype("float32")
     kernel = rng.standard_normal((len(sizes), d_in, d_out)).astype("float32")
     rows = routing.grouped_rows(
         ops.convert_to_tensor(np.array(sizes, "int32")), num_rows
     )
-    expected = np.zeros((num_rows, d_out), "float32")
-    start = 0
-    full = list(sizes[:-1]) + [num_rows - sum(sizes[:-1])]
-    for e, size in enumerate(full):
-        expected[start : start + size] = x[start : start + size] @ kernel[e]
-        start += size
+    full = list(sizes)
+    full[-1] += min(num_rows - sum(sizes), 1)
+    row_expert = np.repeat(np.arange(len(sizes)), full)
+    expected = np.einsum("ri,rio->ro", x[: len(row_expert)], kernel[row_expert])
     return x, kernel, rows, expected
 
 
 @pytest.mark.parametrize("implementation", ["native", "blocked"])
-@pytest.mark.parametrize("sizes", [[5, 0, 7, 12], [0, 0, 24, 0], [3, 1, 2, 0]])
+@pytest.mark.parametrize("sizes", [[5, 0, 7, 12], [0, 0, 20, 0], [3, 1, 2, 0]])
 def test_grouped_matmul_implementations(implementation, sizes):
-    """Rows past `sum(sizes)` join the last expert; empty experts are fine."""
+    """Rows of experts, empty experts included; rows of no expert are `E`."""
     from keras_mtl.backend import grouped
 
     if implementation == "native" and BACKEND == "tensorflow":
@@ -715,16 +718,72 @@ def test_grouped_matmul_implementations(implementation, sizes):
     x, kernel, rows, expected = _grouped_case(24, sizes)
     grouped.set_implementation(implementation)
     try:
-        got = _np(
-            grouped.grouped_matmul(*map(ops.convert_to_tensor, (x, kernel)), rows)
+        got = grouped.grouped_matmul(
+            ops.convert_to_tensor(x), ops.convert_to_tensor(kernel), rows
         )
     finally:
         grouped.set_implementation("auto")
-    np.testing.assert_allclose(_np(got), expected, rtol=1e-5, atol=1e-5)
-    assert _np(rows.sizes).sum() == 24
-    np.testing.assert_array_equal(
-        _np(rows.row_expert), np.repeat(np.arange(4), _np(rows.sizes))
-    )
+    covered = len(expected)
+    np.testing.assert_allclose(_np(got)[:covered], expected, rtol=1e-5, atol=1e-5)
+    want_experts = np.full(24, 4)
+    want_experts[:covered] = np.repeat(np.arange(4), _np(rows.sizes))
+    np.testing.assert_array_equal(_np(rows.row_expert), want_experts)
+
+
+@pytest.mark.parametrize("implementation", ["native", "blocked"])
+def test_grouped_matmul_gradients(implementation):
+    """Gradients of the rows of experts and of the kernels match per-expert
+    matmuls (the rows of no expert are undefined: torch leaves them
+    unwritten, and the layers never read them)."""
+    from keras_mtl.backend import grouped
+
+    if implementation == "native" and BACKEND == "tensorflow":
+        pytest.skip("TensorFlow has no native grouped matmul")
+    x, kernel, rows, _ = _grouped_case(24, [5, 0, 7, 8])
+    cot = _x((21, 16), seed=3)  # the 20 rows of experts and the first after
+
+    def loss(x, kernel):
+        y = grouped.grouped_matmul(x, kernel, rows)
+        return ops.sum(y[:21] * ops.convert_to_tensor(cot))
+
+    def reference(x, kernel):
+        experts = np.repeat(np.arange(4), [5, 0, 7, 9])
+        gx = np.einsum("ro,rio->ri", cot, kernel[experts])
+        gk = np.zeros_like(kernel)
+        np.add.at(gk, experts, np.einsum("ri,ro->rio", x[:21], cot))
+        return gx, gk
+
+    grouped.set_implementation(implementation)
+    try:
+        got = _value_grads(loss, x, kernel)
+    finally:
+        grouped.set_implementation("auto")
+    (gx, gk), (want_x, want_k) = got, reference(x, kernel)
+    np.testing.assert_allclose(gx[:21], want_x[:21], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gk, want_k, rtol=1e-4, atol=1e-4)
+
+
+def _value_grads(fn, *args):
+    """Gradients of the scalar `fn(*args)` w.r.t. every argument, eagerly."""
+    if BACKEND == "jax":
+        import jax
+
+        grads = jax.grad(fn, argnums=tuple(range(len(args))))(*args)
+        return [np.asarray(g) for g in grads]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        tensors = [tf.constant(a) for a in args]
+        with tf.GradientTape() as tape:
+            for t in tensors:
+                tape.watch(t)
+            value = fn(*tensors)
+        return [tf.convert_to_tensor(g).numpy() for g in tape.gradient(value, tensors)]
+    import torch
+
+    tensors = [torch.tensor(a, requires_grad=True) for a in args]
+    grads = torch.autograd.grad(fn(*tensors), tensors)
+    return [g.detach().numpy() for g in grads]
 
 
 def test_grouped_matmul_block_size():

@@ -2,8 +2,10 @@
 
 `grouped_matmul(x, kernel, rows)` computes `y[r] = x[r] @ kernel[e_r]` for
 `x` `[M, in]` whose rows are sorted by expert, `kernel` `[E, in, out]` and
-`rows` a `routing.GroupedRows` (`sizes` `[E]` summing to `M`, `row_expert`
-`[M]`). `keras.ops` has no such operation; the native ones are
+`rows` a `routing.GroupedRows` (`sizes` `[E]`, `row_expert` `[M]`). Rows
+past `sum(sizes)` belong to no expert: their values are undefined (torch
+leaves them unwritten, JAX writes zeros) and must not be read. `keras.ops`
+has no such operation; the native ones are
 
 - torch: `torch._grouped_mm` (`grouped_torch`), on the CPU in float32,
   bfloat16 and float16, and on CUDA in bfloat16 on compute capability 9.x
@@ -114,7 +116,11 @@ def blocked_grouped_matmul(x: Any, kernel: Any, rows: Any) -> Any:
     starts = ops.cumsum(sizes) - sizes
     padded_ends = ops.cumsum(padded)
     padded_starts = padded_ends - padded
-    expert = rows.row_expert
+    # Rows of no expert (`E`, past the kept ones) are computed here as rows
+    # of the last expert: they hold zeros and nobody reads them.
+    expert = ops.minimum(
+        rows.row_expert, ops.zeros_like(rows.row_expert) + (num_experts - 1)
+    )
     row = ops.arange(m, dtype="int32")
     # The padded row of every row, and the inverse map (0: a zero row).
     dest = ops.take(padded_starts - starts, expert, axis=0) + row
