@@ -56,7 +56,7 @@ def _install(session: nox.Session, extras: str) -> None:
 # in again on every call. Keeping them in the heap measures the layers
 # rather than the kernel's page faults: SparseMoE forward+backward (T=4096,
 # E=64) on TensorFlow 294 -> 219 ms; JAX and torch gain less
-# (bench/moe_results.md).
+# (bench/moe_results.md as of commit b3ec23c).
 # A caller's own GLIBC_TUNABLES wins; other C libraries ignore the variable.
 BENCH_MALLOC = (
     "glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296"
