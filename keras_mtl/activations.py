@@ -129,6 +129,14 @@ def get(identifier: ActivationLike) -> Callable[..., Any] | None:
     )
 
 
+def get_named(name: str, identifier: ActivationLike) -> Callable[..., Any] | None:
+    """`get` for the constructor argument `name`: its errors name it."""
+    try:
+        return get(identifier)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"`{name}`: {error} Received: {name}={identifier!r}") from None
+
+
 def get_function(name: str, identifier: ActivationLike) -> Callable[..., Any] | None:
     """`get`, restricted to activations without weights.
 
@@ -138,7 +146,7 @@ def get_function(name: str, identifier: ActivationLike) -> Callable[..., Any] | 
     Raises:
         ValueError: naming `name` for activations that are layers.
     """
-    activation = get(identifier)
+    activation = get_named(name, identifier)
     if isinstance(activation, keras.layers.Layer):
         raise ValueError(
             f"`{name}` must be an activation without weights (stacked experts "

@@ -49,20 +49,79 @@ def in_range(
     low_inclusive: bool = True,
     high_inclusive: bool = True,
 ) -> float:
-    ok_low = value >= low if low_inclusive else value > low
-    ok_high = value <= high if high_inclusive else value < high
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (ok_low and ok_high)
-    ):
+    """A finite number in the interval; NaN and infinities are refused even
+    where a bound is infinite."""
+    finite = _finite_number(value)
+    ok_low = finite and (value >= low if low_inclusive else value > low)
+    ok_high = finite and (value <= high if high_inclusive else value < high)
+    if not (ok_low and ok_high):
         lo = "[" if low_inclusive else "("
         hi = "]" if high_inclusive else ")"
         raise ValueError(
-            f"`{name}` must be a number in {lo}{low}, {high}{hi}. "
+            f"`{name}` must be a finite number in {lo}{low}, {high}{hi}. "
             f"Received: {name}={value!r}"
         )
     return float(value)
+
+
+def boolean(name: str, value: Any) -> bool:
+    """`True` or `False` only: `2`, `"yes"`, `None` or `numpy.bool_(1)` are not
+    silently read as truth values."""
+    if value is True or value is False:
+        return value
+    raise ValueError(f"`{name}` must be True or False. Received: {name}={value!r}")
+
+
+def int_in_range(name: str, value: Any, low: int, high: int | None = None) -> int:
+    """An int (not a bool) in `[low, high]` (`high=None`: no upper bound)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        upper = "" if high is None else f", <= {high}"
+        raise ValueError(
+            f"`{name}` must be an integer >= {low}{upper}. Received: {name}={value!r}"
+        )
+    return int(value)
+
+
+def positive_int_or_list(name: str, value: Any, allow_empty: bool = False) -> list[int]:
+    """The one rule for "int or list of int": an int means a list of one;
+    an empty list only where the layer gives it a meaning (`allow_empty`)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if isinstance(value, (list, tuple)) and not value and allow_empty:
+        return []
+    return positive_int_list(name, value)
+
+
+def initializer(name: str, value: Any) -> Any:
+    """`keras.initializers.get`, with a `ValueError` naming the argument."""
+    import keras
+
+    try:
+        return keras.initializers.get(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"`{name}` must be a Keras initializer, its name or its config. "
+            f"Received: {name}={value!r} ({error})"
+        ) from None
+
+
+def regularizer(name: str, value: Any) -> Any:
+    """`keras.regularizers.get` (`None` allowed), with a `ValueError` naming
+    the argument."""
+    import keras
+
+    try:
+        return keras.regularizers.get(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"`{name}` must be a Keras regularizer, its name, its config or "
+            f"None. Received: {name}={value!r} ({error})"
+        ) from None
 
 
 def as_list(inputs: Any) -> list[Any]:
@@ -94,3 +153,29 @@ def non_negative_float(name: str, value: Any) -> float:
             f"`{name}` must be a finite number >= 0. Received: {name}={value!r}"
         )
     return float(value)
+
+
+def last_dim(layer: Any, what: str, shape: Any, expected: int | None) -> None:
+    """Call-time check of a feature size against the one the layer was built
+    with: `ValueError` naming the layer, the input, the expected size and the
+    received shape (instead of a backend's matmul error)."""
+    received = tuple(shape)[-1] if len(tuple(shape)) else None
+    if expected is not None and received is not None and received != expected:
+        raise ValueError(
+            f"`{type(layer).__name__}` (layer '{layer.name}') expects {what} "
+            f"with a last dimension of {expected}, as it was built with. "
+            f"Received: {what} of shape {tuple(shape)}"
+        )
+
+
+def input_count(layer: Any, inputs: Any, expected: int | tuple[int, ...]) -> list:
+    """Call-time check of the number of tensors in a list input."""
+    items = as_list(inputs)
+    counts = (expected,) if isinstance(expected, int) else tuple(expected)
+    if len(items) not in counts:
+        wanted = " or ".join(str(c) for c in counts)
+        raise ValueError(
+            f"`{type(layer).__name__}` (layer '{layer.name}') expects a list of "
+            f"{wanted} tensors. Received: {len(items)} tensor(s)"
+        )
+    return items
