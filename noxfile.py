@@ -5,6 +5,7 @@
     nox -s goldens         # regenerate reference outputs (`-- --check` to verify)
     nox -s lint            # ruff
     nox -s bench           # benchmarks
+    nox -s random_cross    # random weights and inputs, TF against JAX and torch
 
 Each conformance venv holds only its backend, which also catches accidental
 imports of another backend. Extra arguments after `--` go to pytest, e.g.
@@ -167,6 +168,34 @@ def tests(session: nox.Session) -> None:
             *once,
             f"--junitxml={REPORTS}/tests-{backend}.xml",
             *session.posargs,
+            env=_env(backend),
+        )
+
+
+@nox.session(default=False)
+def random_cross(session: nox.Session) -> None:
+    """Random weights and inputs on spec configurations, made on TensorFlow and
+    checked on JAX and torch (`-- --count=N --seed=S`; default 400 samples)."""
+    _install(session, "all")
+    out = pathlib.Path(session.create_tmp()) / "random_cross"
+    shutil.rmtree(out, ignore_errors=True)
+    args = session.posargs or ["--count=400"]
+    session.run(
+        "python",
+        "-m",
+        "conformance.random_cross",
+        "make",
+        f"--out={out}",
+        *args,
+        env=_env("tensorflow"),
+    )
+    for backend in ("jax", "torch"):
+        session.run(
+            "python",
+            "-m",
+            "conformance.random_cross",
+            "check",
+            f"--out={out}",
             env=_env(backend),
         )
 

@@ -179,3 +179,35 @@ def input_count(layer: Any, inputs: Any, expected: int | tuple[int, ...]) -> lis
             f"{wanted} tensors. Received: {len(items)} tensor(s)"
         )
     return items
+
+
+def seed(name: str, value: Any) -> int | None:
+    """A random seed: `None` or an int (not a bool) >= 0."""
+    if value is None:
+        return None
+    return int_in_range(name, value, 0)
+
+
+def same_shape(layer: Any, what: str, shape: Any, expected: Any) -> None:
+    """Call-time check that `what` has the shape `expected` (unknown
+    dimensions on either side match anything)."""
+    shape, expected = tuple(shape), tuple(expected)
+    if len(shape) != len(expected) or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(shape, expected, strict=True)
+    ):
+        raise ValueError(
+            f"`{type(layer).__name__}` (layer '{layer.name}') expects {what} of "
+            f"shape {expected}. Received: {what} of shape {shape}"
+        )
+
+
+def float_tensor(x: Any, dtype: str) -> Any:
+    """Integer and boolean inputs cast to the compute dtype `dtype`, so they
+    behave alike on every backend (Keras casts only floating inputs)."""
+    import keras
+    from keras import ops
+
+    if keras.backend.is_float_dtype(keras.backend.standardize_dtype(x.dtype)):
+        return x
+    return ops.cast(x, dtype)

@@ -76,6 +76,16 @@ def _hier(x, init_seed=0, **kwargs):
         ({"activation": "prelu"}, r"activation='prelu'"),
         ({"activation": "nope"}, r"activation='nope'"),
         ({"expert_hidden_units": [4, 0]}, r"expert_hidden_units"),
+        ({"expert_hidden_units": "3"}, r"expert_hidden_units='3'"),
+        ({"normalize_gates": 2}, r"normalize_gates=2"),
+        ({"pad_to_group": "yes"}, r"pad_to_group='yes'"),
+        ({"use_bias": None}, r"use_bias=None"),
+        ({"capacity_factor": "1.0"}, r"capacity_factor='1.0'"),
+        ({"z_loss_weight": float("inf")}, r"z_loss_weight=inf"),
+        ({"kernel_initializer": "nope"}, r"kernel_initializer='nope'"),
+        ({"router_initializer": 3}, r"router_initializer=3"),
+        ({"seed": 2.5}, r"seed=2.5"),
+        ({"seed": True}, r"seed=True"),
     ],
 )
 def test_sparse_moe_bad_arguments(kwargs, match):
@@ -105,6 +115,12 @@ def test_sparse_moe_group_size_must_divide_without_padding():
         ({"dispatcher": "dense"}, r"dispatcher='dense'"),
         ({"capacity_factor": None}, r"capacity_factor=None"),
         ({"second_threshold_eval": -0.5}, r"second_threshold_eval=-0.5"),
+        ({"second_threshold_train": float("inf")}, r"second_threshold_train=inf"),
+        ({"loss_coef": float("nan")}, r"loss_coef=nan"),
+        ({"use_bias": 1}, r"use_bias=1"),
+        ({"kernel_initializer": "nope"}, r"kernel_initializer='nope'"),
+        ({"activation": "nope"}, r"activation='nope'"),
+        ({"seed": "1"}, r"seed='1'"),
     ],
 )
 def test_hierarchical_moe_bad_arguments(kwargs, match):
@@ -914,3 +930,46 @@ def test_no_host_syncs_in_a_torch_forward_and_backward(dispatcher):
     step()
     counts = host_work.count(step)
     assert counts["reads"] == 0 and counts["scalar_copies"] == 0, counts["copy_sites"]
+
+
+# --- bad call inputs -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ["sparse", "hierarchical"])
+def test_bad_call_inputs_name_the_layer(cls):
+    x = _x((2, 8, 6))
+    layer = _sparse(x, group_size=8) if cls == "sparse" else _hier(x, group_size=8)
+    name = type(layer).__name__
+    with pytest.raises(
+        ValueError, match=rf"`{name}`.*last dimension of 6.*\(2, 8, 5\)"
+    ):
+        layer(_x((2, 8, 5)))
+    with pytest.raises(
+        ValueError, match=rf"`{name}`.*mask of shape \(2, 8\).*\(2, 7\)"
+    ):
+        layer(x, mask=np.ones((2, 7), bool))
+    if cls == "sparse":
+        with pytest.raises(ValueError, match=r"router_noise of shape \(2, 8, 6\)"):
+            layer(x, training=True, router_noise=_x((2, 8, 5)))
+
+
+@pytest.mark.parametrize("cls", ["sparse", "hierarchical"])
+def test_integer_inputs_are_cast_to_the_compute_dtype(cls):
+    x = np.random.RandomState(0).randint(-3, 4, size=(16, 6))
+    layer = (
+        _sparse(x.astype("float32"), group_size=8, eval_capacity_factor=4.0)
+        if cls == "sparse"
+        else _hier(x.astype("float32"), group_size=8, second_policy_eval="all")
+    )
+    np.testing.assert_allclose(
+        _np(layer(x.astype("int32"))), _np(layer(x.astype("float32"))), rtol=1e-6
+    )
+
+
+def test_float_mask_values_mean_real_where_nonzero():
+    x = _x((2, 6, 6))
+    layer = _sparse(x, group_size=6)
+    half = np.array([[1.0, 0.5, 0.0, 2.0, 1.0, 0.0]] * 2, "float32")
+    np.testing.assert_array_equal(
+        _np(layer(x, mask=half)), _np(layer(x, mask=half != 0))
+    )

@@ -88,9 +88,12 @@ class HierarchicalMoE(keras.layers.Layer):
         **kwargs: Args to pass to the base class.
 
     Call args:
-        inputs: `[..., d]` with a static token count.
-        mask: optional `inputs.shape[:-1]`, true for real tokens (Mesh-TF
-            `nonpadding`). Padded tokens are routed nowhere and output 0.
+        inputs: `[..., d]` with a static token count (integer inputs are cast
+            to the compute dtype).
+        mask: optional `inputs.shape[:-1]`, true (any nonzero value) for real
+            tokens (Mesh-TF `nonpadding`). Padded tokens are routed nowhere
+            and output 0; their values are selected away, so a NaN there goes
+            nowhere.
         training: bool.
         outer_uniforms: optional `[T]` uniforms for the first-level
             `"random"` policy (tokens in input order).
@@ -193,11 +196,17 @@ class HierarchicalMoE(keras.layers.Layer):
         self.loss_coef = validation.in_range("loss_coef", loss_coef, 0.0, math.inf)
         self.dispatcher = validation.one_of("dispatcher", dispatcher, DISPATCHERS)
         self.activation = activations.get_function("activation", activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.router_initializer = keras.initializers.get(router_initializer)
-        self.seed = seed
+        self.use_bias = validation.boolean("use_bias", use_bias)
+        self.kernel_initializer = validation.initializer(
+            "kernel_initializer", kernel_initializer
+        )
+        self.bias_initializer = validation.initializer(
+            "bias_initializer", bias_initializer
+        )
+        self.router_initializer = validation.initializer(
+            "router_initializer", router_initializer
+        )
+        self.seed = validation.seed("seed", seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
@@ -308,6 +317,10 @@ class HierarchicalMoE(keras.layers.Layer):
                 f"input shape {tuple(inputs.shape)}"
             )
         num_tokens = int(math.prod(lead))
+        validation.last_dim(self, "inputs", inputs.shape, d)
+        if mask is not None:
+            validation.same_shape(self, "mask", mask.shape, lead)
+        inputs = validation.float_tensor(inputs, self.compute_dtype)
         x = ops.reshape(inputs, (num_tokens, d))
         if num_tokens == 0:
             # No tokens, no groups: an empty output and a zero loss.

@@ -142,7 +142,7 @@ class SparseMoE(keras.layers.Layer):
         **kwargs: Args to pass to the base class.
 
     Call args:
-        inputs: `[..., d]`.
+        inputs: `[..., d]` (integer inputs are cast to the compute dtype).
         mask: optional `inputs.shape[:-1]`, true (any nonzero value) for real
             tokens. Padded tokens take no capacity, count in no loss and
             output 0; their values are selected away, so a NaN there goes
@@ -208,14 +208,10 @@ class SparseMoE(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.num_experts = validation.positive_int("num_experts", num_experts)
-        if isinstance(expert_hidden_units, int) and not isinstance(
-            expert_hidden_units, bool
-        ):
-            expert_hidden_units = [expert_hidden_units]
-        if expert_hidden_units:
-            expert_hidden_units = validation.positive_int_list(
-                "expert_hidden_units", expert_hidden_units
-            )
+        # `[]` is meaningful here: linear experts.
+        expert_hidden_units = validation.positive_int_or_list(
+            "expert_hidden_units", expert_hidden_units, allow_empty=True
+        )
         self.expert_hidden_units = list(expert_hidden_units)
         self.output_dim = (
             None
@@ -235,7 +231,7 @@ class SparseMoE(keras.layers.Layer):
                 "estimate compares with the (k+1)-th logit). "
                 f"Received: top_k={top_k} with num_experts={num_experts}"
             )
-        self.normalize_gates = bool(normalize_gates)
+        self.normalize_gates = validation.boolean("normalize_gates", normalize_gates)
         self.capacity_factor = _capacity_factor("capacity_factor", capacity_factor)
         self.eval_capacity_factor = _capacity_factor(
             "eval_capacity_factor", eval_capacity_factor
@@ -246,10 +242,10 @@ class SparseMoE(keras.layers.Layer):
             if group_size is None
             else validation.positive_int("group_size", group_size)
         )
-        self.pad_to_group = bool(pad_to_group)
+        self.pad_to_group = validation.boolean("pad_to_group", pad_to_group)
         self.dispatcher = validation.one_of("dispatcher", dispatcher, DISPATCHERS)
         self.activation = activations.get_function("activation", activation)
-        self.use_bias = bool(use_bias)
+        self.use_bias = validation.boolean("use_bias", use_bias)
         self.jitter_eps = validation.in_range(
             "jitter_eps", jitter_eps, 0.0, 1.0, high_inclusive=False
         )
@@ -262,11 +258,19 @@ class SparseMoE(keras.layers.Layer):
         self.z_loss_weight = validation.non_negative_float(
             "z_loss_weight", z_loss_weight
         )
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.router_initializer = keras.initializers.get(router_initializer)
-        self.noise_initializer = keras.initializers.get(noise_initializer)
-        self.seed = seed
+        self.kernel_initializer = validation.initializer(
+            "kernel_initializer", kernel_initializer
+        )
+        self.bias_initializer = validation.initializer(
+            "bias_initializer", bias_initializer
+        )
+        self.router_initializer = validation.initializer(
+            "router_initializer", router_initializer
+        )
+        self.noise_initializer = validation.initializer(
+            "noise_initializer", noise_initializer
+        )
+        self.seed = validation.seed("seed", seed)
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.supports_masking = True
 
@@ -397,6 +401,8 @@ class SparseMoE(keras.layers.Layer):
     ) -> Any:
         training = bool(training)
         d = self.input_dim
+        self._check_inputs(inputs, mask, router_noise)
+        inputs = validation.float_tensor(inputs, self.compute_dtype)
         lead_shape = ops.shape(inputs)[:-1]
         static_tokens = _static_product(inputs.shape[:-1])
         out_dim = self.output_dim or d
@@ -431,6 +437,16 @@ class SparseMoE(keras.layers.Layer):
         y = routing.DISPATCHERS[dispatcher](x, route, self._experts)
         y = y[:num_tokens]
         return ops.reshape(y, (*lead_shape, y.shape[-1]))
+
+    def _check_inputs(self, inputs: Any, mask: Any, router_noise: Any) -> None:
+        validation.last_dim(self, "inputs", inputs.shape, self.input_dim)
+        lead = tuple(inputs.shape[:-1])
+        if mask is not None:
+            validation.same_shape(self, "mask", mask.shape, lead)
+        if router_noise is not None:
+            validation.same_shape(
+                self, "router_noise", router_noise.shape, (*lead, self.num_experts)
+            )
 
     def _route(
         self, x: Any, valid: Any, training: bool, noise: Any | None
