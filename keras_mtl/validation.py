@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
 
+def _is_int(value: Any) -> bool:
+    # NumPy integers count (they are `numbers.Integral`); booleans do not.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if not _is_int(value) or value <= 0:
         raise ValueError(
             f"`{name}` must be a positive integer. Received: {name}={value!r}"
         )
-    return value
+    return int(value)
 
 
 def positive_int_list(name: str, value: Any) -> list[int]:
-    if isinstance(value, int) and not isinstance(value, bool):
+    if _is_int(value):
         value = [value]
     if not isinstance(value, (list, tuple)) or not value:
         raise ValueError(
@@ -24,7 +30,7 @@ def positive_int_list(name: str, value: Any) -> list[int]:
             f"Received: {name}={value!r}"
         )
     for v in value:
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        if not _is_int(v) or v <= 0:
             raise ValueError(
                 f"`{name}` must be a non-empty list of positive integers. "
                 f"Received: {name}={value!r}"
@@ -74,12 +80,7 @@ def boolean(name: str, value: Any) -> bool:
 
 def int_in_range(name: str, value: Any, low: int, high: int | None = None) -> int:
     """An int (not a bool) in `[low, high]` (`high=None`: no upper bound)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or value < low
-        or (high is not None and value > high)
-    ):
+    if not _is_int(value) or value < low or (high is not None and value > high):
         upper = "" if high is None else f", <= {high}"
         raise ValueError(
             f"`{name}` must be an integer >= {low}{upper}. Received: {name}={value!r}"
@@ -90,7 +91,7 @@ def int_in_range(name: str, value: Any, low: int, high: int | None = None) -> in
 def positive_int_or_list(name: str, value: Any, allow_empty: bool = False) -> list[int]:
     """The one rule for "int or list of int": an int means a list of one;
     an empty list only where the layer gives it a meaning (`allow_empty`)."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if _is_int(value):
         value = [value]
     if isinstance(value, (list, tuple)) and not value and allow_empty:
         return []

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
+import typing
 
 import keras
 import numpy as np
@@ -599,7 +602,7 @@ def test_allint_fit():
     [
         ({"project_dim": 0, "compress_units": [2]}, r"project_dim=0"),
         ({"project_dim": 2, "compress_units": [2, 0]}, r"compress_units=\[2, 0\]"),
-        ({"project_dim": 2, "compress_units": 4}, r"compress_units=4"),
+        ({"project_dim": 2, "compress_units": "4"}, r"compress_units='4'"),
         ({"project_dim": 2, "compress_units": [], "activation": "x"}, r"'x'"),
     ],
 )
@@ -806,3 +809,282 @@ def test_can_fit():
         verbose=0,
     )
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+# --- bad input never passes silently ------------------------------------------
+
+# Every public layer of the feature-interaction, sequence and sparse-NAS files,
+# with the smallest valid arguments.
+OWN_LAYERS = {
+    layers.AllInt: {"cmp_dim": 2},
+    layers.AutoInt: {},
+    layers.CAN: {},
+    layers.CDot: {"project_dim": 2, "compress_units": [3]},
+    layers.CIN: {"hidden_uints": [2]},
+    layers.DCN: {},
+    layers.GroupInt: {},
+    layers.SeNet: {"num_feature": 3, "cmp_dim": 2},
+    layers.NASSelectionLayer: {"segment_sizes": [[2, 4]], "segment_names": ["a"]},
+    layers.MixedNASLayer: {"segment_sizes": [[2, 4]], "segment_names": ["a"]},
+    layers.NASGatingLayer: {"segment_sizes": [2], "segment_names": ["a"]},
+    layers.SimpleNasLayer: {"segment_sizes": [2], "segment_names": ["a"]},
+    layers.DIN: {"hidden_units": [2, 1]},
+    layers.DIEN: {"num_units": 3},
+    layers.DMR_U2I: {"cmp_dim": 2},
+    layers.AGRUCell: {"units": 3},
+}
+
+
+def _bad_values(annotation) -> list:
+    """What a generic walk of `__init__` annotations feeds a parameter."""
+    args = set(typing.get_args(annotation)) or {annotation}
+    values: list = []
+    if bool in args:
+        values += [2, "yes"] + ([] if type(None) in args else [None])
+    elif int in args:
+        values += [2.5, "3", True]
+    if float in args:
+        values += [float("nan"), float("inf"), "1.0"]
+    if str in args:
+        values.append("no_such_value")
+    return values
+
+
+def _walk_cases():
+    for cls, base in OWN_LAYERS.items():
+        hints = typing.get_type_hints(cls.__init__)
+        for name in inspect.signature(cls.__init__).parameters:
+            if name in ("self", "kwargs"):
+                continue
+            for value in _bad_values(hints[name]):
+                yield pytest.param(
+                    cls, base, name, value, id=f"{cls.__name__}-{name}={value!r}"
+                )
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("cls, base, name, value", list(_walk_cases()))
+def test_init_annotations_refuse_bad_values(cls, base, name, value):
+    with pytest.raises(ValueError, match=re.escape(f"{name}=")):
+        cls(**{**base, name: value})
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize("cls", list(OWN_LAYERS), ids=lambda c: c.__name__)
+def test_init_annotations_are_resolvable_and_complete(cls):
+    hints = typing.get_type_hints(cls.__init__)
+    params = inspect.signature(cls.__init__).parameters
+    assert set(params) - {"self", "kwargs"} <= set(hints)
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize(
+    "cls, kwargs, match",
+    [
+        (layers.AllInt, {"cmp_dim": 2, "initializer": "nope"}, r"initializer='nope'"),
+        (layers.AllInt, {"cmp_dim": 2, "regularizer": "nope"}, r"regularizer='nope'"),
+        (layers.AllInt, {"cmp_dim": 2, "use_bias": 1}, r"use_bias=1"),
+        (layers.AllInt, {"cmp_dim": 2, "keep_list": "yes"}, r"keep_list='yes'"),
+        (layers.AutoInt, {"initializer": 3}, r"initializer=3"),
+        (layers.AutoInt, {"regularizer": 0.1}, r"regularizer=0.1"),
+        (layers.AutoInt, {"attention_units": 2.0}, r"attention_units=2.0"),
+        (layers.AutoInt, {"scaling": None}, r"scaling=None"),
+        (layers.CAN, {"is_seq": 2}, r"is_seq=2"),
+        (layers.CAN, {"is_stacked": "no"}, r"is_stacked='no'"),
+        (layers.CAN, {"activation": 3}, r"activation=3"),
+        (layers.CAN, {"layer_num": True}, r"layer_num=True"),
+        (layers.CDot, {"project_dim": 2, "compress_units": [3, -1]}, r"\[3, -1\]"),
+        (layers.CDot, {"project_dim": 2, "compress_units": None}, r"units=None"),
+        (layers.CDot, {"project_dim": 2.0, "compress_units": 3}, r"project_dim=2.0"),
+        (
+            layers.CDot,
+            {"project_dim": 2, "compress_units": 3, "initializer": "x"},
+            r"initializer='x'",
+        ),
+        (layers.CIN, {"hidden_uints": 0}, r"hidden_uints"),
+        (layers.CIN, {"hidden_uints": "3"}, r"hidden_uints='3'"),
+        (layers.CIN, {"hidden_uints": [2], "split_half": "yes"}, r"split_half"),
+        (layers.CIN, {"hidden_uints": [2], "activate_last_layer": None}, r"=None"),
+        (layers.CIN, {"hidden_uints": [2], "regularizer": "l3"}, r"regularizer='l3'"),
+        (layers.DCN, {"keep_prob": float("nan")}, r"keep_prob=nan"),
+        (layers.DCN, {"keep_prob": "0.5"}, r"keep_prob='0.5'"),
+        (layers.DCN, {"use_dropout": 1}, r"use_dropout=1"),
+        (layers.DCN, {"share_gates": "yes"}, r"share_gates='yes'"),
+        (layers.DCN, {"allow_kernel_norm": None}, r"allow_kernel_norm=None"),
+        (layers.DCN, {"low_rank": 2.5}, r"low_rank=2.5"),
+        (layers.DCN, {"dcn_type": "mixed", "low_rank": True}, r"low_rank=True"),
+        (layers.DCN, {"initializer": "nope"}, r"initializer='nope'"),
+        (layers.GroupInt, {"use_attention": 1}, r"use_attention=1"),
+        (layers.GroupInt, {"attention_units": []}, r"attention_units=\[\]"),
+        (layers.GroupInt, {"attention_units": 2}, r"must be 1"),
+        (layers.GroupInt, {"activation": "nope"}, r"activation='nope'"),
+        (layers.GroupInt, {"keep_list": None}, r"keep_list=None"),
+        (layers.SeNet, {"num_feature": 3, "cmp_dim": 2.5}, r"cmp_dim=2.5"),
+        (layers.SeNet, {"num_feature": 3, "cmp_dim": 2, "on_gpu": 1}, r"on_gpu=1"),
+        (
+            layers.SeNet,
+            {"num_feature": 3, "cmp_dim": 2, "initializer": "nope"},
+            r"initializer='nope'",
+        ),
+    ],
+)
+def test_feature_interaction_bad_arguments(cls, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cls(**kwargs)
+
+
+@pytest.mark.backend_independent
+def test_an_int_means_a_list_of_one():
+    cin = layers.CIN(3)
+    assert cin.hidden_uints == [3]
+    _roundtrip(cin, {"hidden_uints": [3]})
+    cdot = layers.CDot(2, 3)
+    assert cdot.compress_units == [3]
+    _roundtrip(cdot, {"compress_units": [3]})
+    group = layers.GroupInt(use_attention=True, attention_units=1)
+    assert group.attention_units == [1]
+    _roundtrip(group, {"attention_units": [1]})
+    # `[]` keeps its documented meaning for CDot (no hidden layer; saved
+    # configs and the `no_hidden_linear` conformance case hold it).
+    _roundtrip(layers.CDot(2, []), {"compress_units": []})
+    with pytest.raises(ValueError, match=r"hidden_uints=\[\]"):
+        layers.CIN([])
+
+
+@pytest.mark.parametrize(
+    "make, built, other",
+    [
+        (lambda: layers.AllInt(2), (2, 3, 4), (2, 3, 5)),
+        (lambda: layers.AllInt(2), (2, 3, 4), (2, 4, 4)),
+        (lambda: layers.AutoInt(), (2, 3, 4), (2, 3, 5)),
+        (lambda: layers.AutoInt(attention_units=2), (2, 3, 4), (2, 3, 5)),
+        (lambda: layers.CDot(2, [3]), (2, 3, 4), (2, 3, 2)),
+        (lambda: layers.CIN([2]), (2, 3, 4), (2, 3, 3)),
+        (lambda: layers.DCN(), (2, 4), (2, 5)),
+        (lambda: layers.DCN(dcn_type="vector"), (2, 4), (2, 1)),
+        (lambda: layers.SeNet(3, 2), (2, 3, 4), (2, 4, 4)),
+        (lambda: layers.SeNet(3, None), (2, 3, 4), (2, 1, 4)),
+    ],
+)
+def test_other_feature_sizes_after_build_name_the_layer(make, built, other):
+    layer = make()
+    layer(np.ones(built, "float32"))
+    pattern = rf"({re.escape(layer.name)}|`{type(layer).__name__}`).*{other[-1]}"
+    with pytest.raises(ValueError, match=pattern):
+        layer(np.ones(other, "float32"))
+
+
+def test_can_bad_call_inputs_name_the_layer():
+    layer = layers.CAN()
+    user, item = np.ones((2, 3, 4), "float32"), np.ones((2, 40), "float32")
+    layer([user, item])
+    with pytest.raises(ValueError, match=r"`CAN`.*list of 2 tensors.*Received: 3"):
+        layer([user, item, item])
+    with pytest.raises(ValueError, match=r"`CAN`.*list of 2 tensors.*Received: 1"):
+        layer([user])
+    # u = 2 with a consistent item width: still not what the layer was built for.
+    with pytest.raises(ValueError, match=r"`CAN`.*user_emb.*last dimension of 4"):
+        layer([np.ones((2, 3, 2), "float32"), np.ones((2, 12), "float32")])
+    with pytest.raises(ValueError, match=r"item_emb shape=\(2, 39\)"):
+        layer([user, np.ones((2, 39), "float32")])
+
+
+def test_groupint_bad_call_inputs_name_the_layer():
+    layer = layers.GroupInt(out_type="stack")
+    left, right = np.ones((2, 3, 4), "float32"), np.ones((2, 2, 4), "float32")
+    layer([left, right])
+    with pytest.raises(ValueError, match=r"`GroupInt`.*list of 2 tensors"):
+        layer([left])
+    with pytest.raises(ValueError, match=r"`GroupInt`.*list of 2 tensors"):
+        layer([left, right, right])
+    with pytest.raises(ValueError, match=r"`GroupInt`.*last dimension of 4"):
+        layer([np.ones((2, 3, 5), "float32"), np.ones((2, 2, 5), "float32")])
+    with pytest.raises(ValueError, match=r"left D=4, right D=5"):
+        layer([left, np.ones((2, 2, 5), "float32")])
+
+
+def test_senet_bad_call_inputs_name_the_layer():
+    layer = layers.SeNet(2, 2)
+    layer([np.ones((2, 3), "float32"), np.ones((2, 1), "float32")])
+    with pytest.raises(ValueError, match=r"`SeNet`.*Received: 3 tensors"):
+        layer([np.ones((2, 3), "float32")] * 3)
+
+
+def _inputs(structure, dtype, seed=0):
+    """Arrays for a structure of shapes (tuples) and lists (of structures)."""
+    rng = np.random.default_rng(seed)
+
+    def make(s):
+        if isinstance(s, list):
+            return [make(x) for x in s]
+        return rng.integers(-2, 3, size=s).astype(dtype)
+
+    return make(structure)
+
+
+def _flat(y):
+    return [_np(t) for t in (y if isinstance(y, list) else [y])]
+
+
+# (layer factory, input shapes for a batch b): the inputs of every code path.
+INTERACTION_CASES = {
+    "allint": (lambda: layers.AllInt(2), lambda b: (b, 3, 4)),
+    "autoint": (lambda: layers.AutoInt(layer_num=2), lambda b: (b, 3, 4)),
+    "autoint_paper": (
+        lambda: layers.AutoInt(
+            attention_units=2, head_num=2, use_residual=True, scaling=True
+        ),
+        lambda b: (b, 3, 4),
+    ),
+    "can": (lambda: layers.CAN(), lambda b: [(b, 3, 2), (b, 12)]),
+    "can_seq": (
+        lambda: layers.CAN(is_seq=True, is_stacked=False),
+        lambda b: [(b, 5, 2), (b, 12)],
+    ),
+    "cdot": (lambda: layers.CDot(2, 3), lambda b: (b, 3, 4)),
+    "cin": (
+        lambda: layers.CIN([4, 2], activation="relu", split_half=True),
+        lambda b: (b, 3, 4),
+    ),
+    "dcn_matrix": (lambda: layers.DCN(layer_num=2), lambda b: (b, 4)),
+    "dcn_vector": (lambda: layers.DCN(dcn_type="vector"), lambda b: (b, 4)),
+    "dcn_mixed": (
+        lambda: layers.DCN(dcn_type="mixed", num_experts=2, low_rank=2),
+        lambda b: (b, 2, 4),
+    ),
+    "groupint_attention": (
+        lambda: layers.GroupInt(use_attention=True, attention_units=[2, 1]),
+        lambda b: [(b, 3, 4), (b, 2, 4)],
+    ),
+    "groupint_dot_lists": (
+        lambda: layers.GroupInt("dot"),
+        lambda b: [[(b, 4), (b, 4)], (b, 2, 4)],
+    ),
+    "senet": (lambda: layers.SeNet(3, 2), lambda b: (b, 3, 4)),
+    "senet_list": (
+        lambda: layers.SeNet(2, None, out_type=None),
+        lambda b: [(b, 3), (b, 2)],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(INTERACTION_CASES))
+def test_integer_inputs_are_cast_to_the_compute_dtype(case):
+    make, shapes = INTERACTION_CASES[case]
+    layer = make()
+    floats = _flat(layer(_inputs(shapes(3), "float32")))
+    ints = _flat(layer(_inputs(shapes(3), "int32")))
+    for a, b in zip(ints, floats, strict=True):
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", list(INTERACTION_CASES))
+def test_empty_batch_gives_an_empty_output(case):
+    make, shapes = INTERACTION_CASES[case]
+    layer = make()
+    full = _flat(layer(_inputs(shapes(2), "float32")))
+    empty = _flat(layer(_inputs(shapes(0), "float32")))
+    for e, f in zip(empty, full, strict=True):
+        assert e.shape == (0,) + f.shape[1:]
+        assert e.dtype == np.float32 and not np.isnan(e).any()

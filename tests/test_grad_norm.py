@@ -117,13 +117,34 @@ def test_uniform_weights_at_init_and_config_round_trip():
     np.testing.assert_array_equal(layer.get_weights()[0], [0.0, 0.0])
 
 
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
     "kwargs, pattern",
     [
         ({"loss_names": []}, "loss_names"),
         ({"loss_names": ["a", 1]}, "loss_names"),
+        ({"loss_names": "ab"}, "loss_names='ab'"),
+        ({"loss_names": ["a", "a"]}, r"distinct.*loss_names=\['a', 'a'\]"),
         ({"loss_names": ["a"], "loss_pow": 0.0}, "loss_pow=0.0"),
+        ({"loss_names": ["a"], "loss_pow": NAN}, "loss_pow=nan"),
+        ({"loss_names": ["a"], "loss_pow": INF}, "loss_pow=inf"),
+        ({"loss_names": ["a"], "loss_pow": "2.0"}, "loss_pow='2.0'"),
         ({"loss_names": ["a"], "scale": -1.0}, "scale=-1.0"),
+        ({"loss_names": ["a"], "scale": NAN}, "scale=nan"),
+        ({"loss_names": ["a"], "scale": INF}, "scale=inf"),
+        ({"loss_names": ["a"], "scale": "1.0"}, "scale='1.0'"),
+        ({"loss_names": ["a"], "scale": True}, "scale=True"),
+        ({"loss_names": ["a"], "epsilon": 0.0}, "epsilon=0.0"),
+        ({"loss_names": ["a"], "epsilon": -1e-6}, "epsilon=-1e-06"),
+        ({"loss_names": ["a"], "epsilon": NAN}, "epsilon=nan"),
+        ({"loss_names": ["a"], "epsilon": INF}, "epsilon=inf"),
+        ({"loss_names": ["a"], "epsilon": "1e-6"}, "epsilon='1e-6'"),
+        ({"loss_names": ["a"], "relative_diff": 2}, "relative_diff=2"),
+        ({"loss_names": ["a"], "relative_diff": "yes"}, "relative_diff='yes'"),
+        ({"loss_names": ["a"], "relative_diff": None}, "relative_diff=None"),
     ],
 )
 def test_invalid_arguments(kwargs, pattern):
@@ -131,10 +152,31 @@ def test_invalid_arguments(kwargs, pattern):
         layers.GradNorm(**kwargs)
 
 
+@pytest.mark.backend_independent
+def test_valid_arguments_round_trip():
+    layer = layers.GradNorm(("a", "b"), scale=0, loss_pow=1, epsilon=1)
+    config = layer.get_config()
+    assert config["loss_names"] == ["a", "b"] and config["scale"] == 0.0
+    assert layers.GradNorm.from_config(config).get_config() == config
+
+
 def test_wrong_number_of_losses():
     layer = layers.GradNorm(["a", "b"])
-    with pytest.raises(ValueError, match="Expected 2 losses"):
+    with pytest.raises(ValueError, match="`GradNorm` .*Expected 2 losses"):
         layer([[np.float32(1.0)], np.ones(2, "float32")])
+    with pytest.raises(
+        ValueError, match=r"`GradNorm` \(layer '.*'\) expects a list of 2 tensors"
+    ):
+        layer([np.ones(2, "float32")])
+    with pytest.raises(ValueError, match=r"`losses\[1\]` a tensor of shape \(2,\)"):
+        layer([[np.float32(1.0), np.ones(2, "float32")], np.ones(2, "float32")])
+
+
+def test_integer_inputs_are_cast():
+    layer = layers.GradNorm(["a", "b"])
+    ints = [np.array([1, 2], "int32"), np.array([2, 4], "int32")]
+    got = [float(keras.ops.convert_to_numpy(v)) for v in layer(ints)]
+    np.testing.assert_allclose(got, [0.5, 1.5], rtol=1e-6)
 
 
 def test_tensor_losses_equal_list_losses():
@@ -215,6 +257,32 @@ def _model(seed=0):
     )
     model.compile(optimizer=keras.optimizers.Adam(0.05))
     return model
+
+
+def test_model_bad_arguments():
+    shared = keras.layers.Dense(4)
+    heads = [keras.layers.Dense(1), keras.layers.Dense(1)]
+    with pytest.raises(ValueError, match=r"`shared` must be a Keras layer"):
+        models.GradNormModel(lambda x: x, heads, ["mse", "mse"])
+    with pytest.raises(ValueError, match=r"`heads` must be a non-empty list"):
+        models.GradNormModel(shared, [], [])
+    with pytest.raises(ValueError, match=r"`heads` must be a non-empty list"):
+        models.GradNormModel(shared, [heads[0], "dense"], ["mse", "mse"])
+    with pytest.raises(ValueError, match=r"`task_losses` must hold.*'nope'"):
+        models.GradNormModel(shared, heads, ["mse", "nope"])
+    with pytest.raises(ValueError, match=r"same length"):
+        models.GradNormModel(shared, heads, ["mse"])
+    with pytest.raises(ValueError, match=r"`grad_norm` must be"):
+        models.GradNormModel(shared, heads, ["mse", "mse"], grad_norm="gn")
+    with pytest.raises(ValueError, match=r"one loss name per head"):
+        models.GradNormModel(shared, heads, ["mse", "mse"], layers.GradNorm(["a"]))
+
+
+def test_model_wrong_number_of_targets():
+    x, y = _data(16)
+    model = _model()
+    with pytest.raises(ValueError, match=r"one target per head: 2. Received: 1"):
+        model.task_losses_and_grad_norms(x, y[:1])
 
 
 def test_model_fit_trains_the_task_weights():

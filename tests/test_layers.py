@@ -66,7 +66,10 @@ def _x(*shape):
             r"`merge_type` must be one of.*Received: merge_type='sum'",
         ),
         (lambda: layers.MergeTensorList(num_feature=0), r"Received: num_feature=0"),
-        (lambda: layers.Activation(None), r"`activation` must be.*Received: None"),
+        (
+            lambda: layers.Activation(None),
+            r"`activation` must be.*Received: activation=None",
+        ),
     ],
 )
 def test_invalid_constructor_arguments(build, pattern):
@@ -95,7 +98,12 @@ def test_invalid_constructor_arguments(build, pattern):
             [_x(4, 2, 1)],
             r"Received: logits.shape=\(4, 2, 1\)",
         ),
-        (layers.LogitCorrection(), [_x(4), _x(4), _x(4)], r"Received: a list of 3"),
+        (
+            layers.LogitCorrection(),
+            [_x(4), _x(4), _x(4)],
+            r"`LogitCorrection` \(layer '.*'\) expects a list of 1 or 2 tensors. "
+            r"Received: 3 tensor\(s\)",
+        ),
         (
             layers.MergeTensorList("stack", num_feature=4),
             _x(2, 6),
@@ -116,6 +124,403 @@ def test_dense_input_dim_mismatch_after_build():
         ValueError, match="expected axis -1 of input shape to have value 4"
     ):
         layer(_x(3, 5))
+
+
+# --- every constructor argument is checked ---------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+BAD_BOOLS = [2, "yes", None]
+
+# (layer class, a valid configuration, argument, bad values)
+BAD_ARGUMENTS = [
+    (layers.Dense, {"units": 2}, "units", [0, 2.5, "3", True, None]),
+    (layers.Dense, {"units": 2}, "activation", ["nope", 3]),
+    (layers.Dense, {"units": 2}, "use_bias", BAD_BOOLS),
+    (layers.Dense, {"units": 2}, "kernel_initializer", ["nope", 3]),
+    (layers.Dense, {"units": 2}, "bias_initializer", ["nope"]),
+    (layers.Dense, {"units": 2}, "kernel_regularizer", ["nope", 3]),
+    (layers.Dense, {"units": 2}, "bias_regularizer", ["nope"]),
+    (layers.Dense, {"units": 2}, "allow_kernel_norm", BAD_BOOLS),
+    (layers.Dense, {"units": 2}, "kernel_norm_trainable", BAD_BOOLS),
+    (layers.Dense, {"units": 2}, "inactive_relu_monitor", BAD_BOOLS),
+    (
+        layers.Dense,
+        {"units": 2},
+        "inactive_relu_monitor_decay",
+        [NAN, INF, "0.1", 0.0, 1.5, True],
+    ),
+    (layers.MLP, {"output_dims": [4, 2]}, "output_dims", ["3", [], [4, 0], [2.5]]),
+    (layers.MLP, {"output_dims": [4, 2]}, "output_dims", [True, None]),
+    (layers.MLP, {"output_dims": [4, 2]}, "activations", ["nope", ["relu", "x"]]),
+    (layers.MLP, {"output_dims": [4, 2]}, "initializers", ["nope", ["ones", 3]]),
+    (layers.MLP, {"output_dims": [4, 2]}, "kernel_regularizer", ["nope"]),
+    (layers.MLP, {"output_dims": [4, 2]}, "bias_regularizer", ["nope"]),
+    (layers.MLP, {"output_dims": [4, 2]}, "use_weight_norm", BAD_BOOLS),
+    (layers.MLP, {"output_dims": [4, 2]}, "use_learnable_weight_norm", BAD_BOOLS),
+    (layers.MLP, {"output_dims": [4, 2]}, "use_bias", BAD_BOOLS),
+    (layers.MLP, {"output_dims": [4, 2]}, "enable_batch_normalization", BAD_BOOLS),
+    (layers.MLP, {"output_dims": [4, 2]}, "batch_normalization_renorm", BAD_BOOLS),
+    (
+        layers.MLP,
+        {"output_dims": [4, 2]},
+        "batch_normalization_momentum",
+        [1.5, -0.1, NAN, INF, "0.9", True],
+    ),
+    (
+        layers.MLP,
+        {"output_dims": [4, 2]},
+        "batch_normalization_renorm_momentum",
+        [1.5, NAN, "0.9"],
+    ),
+    (
+        layers.MLP,
+        {"output_dims": [4, 2]},
+        "batch_normalization_renorm_clipping",
+        [
+            [1.0],
+            {"rmax": 2.0, "r": 1.0},
+            {"rmin": 2.0, "rmax": 1.0},
+            {"dmax": -1.0},
+            {"dmax": NAN},
+            {"rmax": "2"},
+        ],
+    ),
+    (layers.AddBias, {}, "initializer", ["nope", 3]),
+    (layers.AddBias, {}, "regularizer", ["nope"]),
+    (layers.AddBias, {}, "data_format", ["nchw", None]),
+    (layers.LayerNorm, {}, "initializer", ["nope"]),
+    (layers.LayerNorm, {}, "regularizer", ["nope"]),
+    (layers.LayerNorm, {}, "epsilon", [0.0, 0, -1e-6, NAN, INF, "1e-6", True]),
+    (layers.LogitCorrection, {}, "activation", ["nope"]),
+    (layers.LogitCorrection, {}, "sample_bias", BAD_BOOLS),
+    (layers.MergeTensorList, {}, "merge_type", ["sum", ""]),
+    (layers.MergeTensorList, {}, "num_feature", [0, 2.5, "3", True]),
+    (layers.MergeTensorList, {}, "axis", [2.5, "3", True, None]),
+    (layers.MergeTensorList, {}, "keep_list", BAD_BOOLS),
+    (layers.Activation, {"activation": "relu"}, "activation", ["nope", 3, None]),
+]
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize(
+    "cls, config, name, value",
+    [
+        pytest.param(cls, config, name, value, id=f"{cls.__name__}-{name}={value!r}")
+        for cls, config, name, values in BAD_ARGUMENTS
+        for value in values
+    ],
+)
+def test_bad_argument_raises_value_error_naming_it(cls, config, name, value):
+    cls(**config)  # The base configuration is valid.
+    with pytest.raises(ValueError, match=rf"(?s)`{name}`.*Received: {name}="):
+        cls(**{**config, name: value})
+
+
+@pytest.mark.backend_independent
+def test_valid_edge_values_are_accepted_and_round_trip():
+    # "int or list of int": an int is a list of one.
+    assert _round_trip(layers.MLP(3)).output_dims == [3]
+    assert layers.MLP((4, 2)).output_dims == [4, 2]
+    for momentum in (0.0, 1.0, 1):
+        _round_trip(layers.MLP([2], batch_normalization_momentum=momentum))
+    clipping = {"rmax": INF, "rmin": 0.0, "dmax": None}
+    _round_trip(layers.MLP([2], batch_normalization_renorm_clipping=clipping))
+    assert _round_trip(layers.LayerNorm(epsilon=1)).epsilon == 1.0
+    _round_trip(layers.MergeTensorList(axis=-1))
+    _round_trip(layers.MergeTensorList(axis=0, num_feature=None))
+    # `None` initializers mean the documented defaults.
+    dense = _round_trip(layers.Dense(2, kernel_initializer=None, bias_initializer=None))
+    assert isinstance(dense.kernel_initializer, keras.initializers.GlorotUniform)
+    assert isinstance(dense.bias_initializer, keras.initializers.Zeros)
+    assert isinstance(layers.AddBias(initializer=None).initializer, type(_zeros()))
+    assert isinstance(
+        layers.LayerNorm(initializer=None).initializer, keras.initializers.Ones
+    )
+    _round_trip(layers.Dense(2, activation="prelu"))
+    _round_trip(layers.LogitCorrection(activation="prelu"))
+
+
+def _zeros():
+    return keras.initializers.get("zeros")
+
+
+# --- call inputs ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "built", "bad"),
+    [
+        (lambda: layers.Activation("prelu"), (3, 4), (3, 5)),
+        (layers.AddBias, (3, 4), (3, 5)),
+        (lambda: layers.AddBias(data_format="channels_first"), (2, 3, 4), (2, 4, 4)),
+        (layers.LayerNorm, (3, 4), (3, 5)),
+        (lambda: layers.MLP([3, 2]), (3, 4), (3, 5)),
+    ],
+    ids=["activation_prelu", "add_bias", "add_bias_nchw", "layer_norm", "mlp"],
+)
+def test_feature_size_other_than_built_names_the_layer(make, built, bad):
+    layer = make()
+    layer(_x(*built))
+    pattern = rf"`{type(layer).__name__}` \(layer '{layer.name}'\) expects inputs"
+    with pytest.raises(ValueError, match=pattern + r".*Received: inputs of shape"):
+        layer(_x(*bad))
+    with pytest.raises(ValueError, match=pattern):  # Symbolic, as in a model.
+        layer(keras.Input(bad[1:]))
+
+
+def test_dense_feature_size_other_than_built_symbolic():
+    layer = layers.Dense(2)
+    layer(_x(3, 4))
+    with pytest.raises(ValueError, match=r"of layer 'dense'.*value 4.*\(None, 5\)"):
+        layer(keras.Input((5,)))
+
+
+@pytest.mark.parametrize(
+    ("make", "values"),
+    [
+        (lambda: layers.Activation("sigmoid"), [[0, 1, 2], [3, 4, 5]]),
+        (lambda: layers.AddBias(initializer="ones"), [[0, 1, 2], [3, 4, 5]]),
+        (lambda: layers.Dense(2, kernel_initializer="ones"), [[0, 1, 2], [3, 4, 5]]),
+        (lambda: layers.Dense(2, activation="prelu"), [[0, -1, 2], [3, 4, -5]]),
+        (layers.LayerNorm, [[0, 1, 5], [3, 4, 5]]),
+        (
+            lambda: layers.MLP([3, 2], enable_batch_normalization=True),
+            [[0, 1, 2], [3, 4, 5]],
+        ),
+        (lambda: layers.LogitCorrection(sample_bias=True), ([[1], [2]], [[1], [3]])),
+    ],
+    ids=["activation", "add_bias", "dense", "dense_prelu", "layer_norm", "mlp", "lc"],
+)
+def test_integer_inputs_are_cast_to_the_compute_dtype(make, values):
+    """Integer inputs give the float outputs of the same float values, on
+    every backend (TensorFlow used to raise dtype errors)."""
+    layer = make()
+    if isinstance(values, tuple):  # A list input.
+        as_float = [np.asarray(v, "float32") for v in values]
+        as_int = [np.asarray(v, "int32") for v in values]
+    else:
+        as_float, as_int = np.asarray(values, "float32"), np.asarray(values, "int32")
+    want = keras.ops.convert_to_numpy(layer(as_float))
+    got = layer(as_int)
+    assert keras.backend.standardize_dtype(got.dtype) == "float32"
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(got), want, rtol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [0.0, -0.5, np.inf, np.nan])
+def test_logit_correction_refuses_host_rates_outside_positive_finite(rate):
+    layer = layers.LogitCorrection()
+    rates = np.array([[0.5], [rate]], "float32")
+    with pytest.raises(ValueError, match=r"sample rates that are finite and > 0"):
+        layer([np.zeros((2, 1), "float32"), rates])
+
+
+def test_logit_correction_clips_tensor_rates_to_a_finite_floor():
+    """Tensor rates are not copied to the host: rates <= 0 use the smallest
+    positive normal float, +inf the largest finite one (documented)."""
+    layer = layers.LogitCorrection()
+    rates = keras.ops.convert_to_tensor(
+        np.array([[0.5], [0.0], [-2.0], [np.inf]], "float32")
+    )
+    got = keras.ops.convert_to_numpy(layer([keras.ops.zeros((4, 1)), rates]))
+    info = np.finfo(np.float32)
+    np.testing.assert_allclose(
+        got[:, 0],
+        [np.log(2.0), -np.log(info.tiny), -np.log(info.tiny), -np.log(info.max)],
+        rtol=1e-6,
+    )
+    assert np.all(np.isfinite(got))
+
+
+@pytest.mark.parametrize(
+    ("layer", "inputs", "pattern"),
+    [
+        (layers.MergeTensorList(axis=5), [_x(2, 3), _x(2, 3)], r"axis in \[-2, 1\]"),
+        (
+            layers.MergeTensorList("stack", axis=-4),
+            [_x(2, 3), _x(2, 3)],
+            r"axis in \[-3, 2\].*Received: axis=-4",
+        ),
+        (
+            layers.MergeTensorList("stack"),
+            [_x(2, 3), _x(2, 4)],
+            r"shapes identical. Received: shape \(2, 3\) at index 0 and \(2, 4\)",
+        ),
+        (
+            layers.MergeTensorList(axis=0),
+            [_x(2, 3), _x(2, 4)],
+            r"equal except on axis 0. Received: shape \(2, 3\)",
+        ),
+        (layers.MergeTensorList(), [_x(2, 3), _x(2, 3, 1)], r"equal except on axis 1"),
+        (layers.MergeTensorList(None, axis=3), _x(2, 3, 4), r"axis in \[-3, 2\]"),
+        (layers.MergeTensorList(), [], r"at least one tensor"),
+    ],
+)
+def test_merge_tensor_list_bad_inputs_name_the_layer(layer, inputs, pattern):
+    with pytest.raises(
+        ValueError, match=rf"`MergeTensorList` \(layer '.*'\).*{pattern}"
+    ):
+        layer(inputs)
+
+
+def test_merge_tensor_list_keeps_integer_dtypes():
+    ints = np.arange(6, dtype="int32").reshape(2, 3)
+    out = layers.MergeTensorList()([ints, ints])
+    assert keras.backend.standardize_dtype(out.dtype) == "int32"
+
+
+def test_pooling_dtypes_are_the_same_on_every_backend():
+    ints = np.arange(6, dtype="int32").reshape(2, 3)
+    for cls, dtype in [
+        (layers.SumPooling, "int32"),
+        (layers.MaxPooling, "int32"),
+        (layers.AvgPooling, "float32"),
+    ]:
+        out = cls()([ints, ints + 1])
+        assert keras.backend.standardize_dtype(out.dtype) == dtype, cls
+
+
+# --- an empty batch -------------------------------------------------------------
+
+
+def _empty(*shape):
+    return np.zeros((0, *shape), "float32")
+
+
+# Every layer of this file's modules and of the multi-task modules, with a batch
+# of size 0 (GradNorm has no batch axis: its inputs are one value per task).
+EMPTY_BATCH = [
+    ("activation_prelu", lambda: layers.Activation("prelu"), lambda: _empty(3)),
+    ("add_bias", layers.AddBias, lambda: _empty(3)),
+    (
+        "add_bias_nchw",
+        lambda: layers.AddBias(data_format="channels_first"),
+        lambda: _empty(3, 2),
+    ),
+    ("dense_prelu", lambda: layers.Dense(2, activation="prelu"), lambda: _empty(3)),
+    (
+        "dense_monitor",
+        lambda: layers.Dense(2, activation="relu", inactive_relu_monitor=True),
+        lambda: _empty(3),
+    ),
+    ("layer_norm", layers.LayerNorm, lambda: _empty(3)),
+    (
+        "mlp_batch_norm",
+        lambda: layers.MLP(
+            [4, 2], activations="prelu", enable_batch_normalization=True
+        ),
+        lambda: _empty(3),
+    ),
+    ("logit_correction", layers.LogitCorrection, lambda: [_empty(1), _empty(1)]),
+    ("merge_concat", layers.MergeTensorList, lambda: [_empty(2), _empty(3)]),
+    ("merge_stack", lambda: layers.MergeTensorList("stack"), lambda: [_empty(2)] * 2),
+    (
+        "merge_split",
+        lambda: layers.MergeTensorList(None, num_feature=2),
+        lambda: _empty(4),
+    ),
+    ("sum_pooling", layers.SumPooling, lambda: [_empty(3)] * 2),
+    ("avg_pooling", layers.AvgPooling, lambda: [_empty(3)] * 2),
+    ("max_pooling", layers.MaxPooling, lambda: [_empty(3)] * 3),
+    (
+        "mmoe_noise_topk_batch_norm",
+        lambda: layers.MMoE(
+            2,
+            [4, 3],
+            "relu",
+            num_experts=3,
+            gate_type="noise_topk",
+            top_k=2,
+            enable_batch_normalization=True,
+        ),
+        lambda: _empty(5),
+    ),
+    (
+        "mmoe_per_expert",
+        lambda: layers.MMoE(2, [[4, 3], [3]], "relu"),
+        lambda: [_empty(5), _empty(2)],
+    ),
+    (
+        "cgc",
+        lambda: layers.CGC(2, [3], shared_output=True, return_gates=True),
+        lambda: _empty(4),
+    ),
+    ("ple", lambda: layers.PLE(2, [4, 3], return_gates=True), lambda: _empty(4)),
+    ("snr", lambda: layers.SNR(2, 3, use_ste=True), lambda: [_empty(4)] * 3),
+    (
+        "uncertainty_weighting",
+        lambda: layers.UncertaintyWeighting(2),
+        lambda: [_empty()] * 2,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("make", "inputs"),
+    [pytest.param(m, i, id=name) for name, m, i in EMPTY_BATCH],
+)
+@pytest.mark.parametrize("training", [False, True])
+def test_an_empty_batch_gives_an_empty_output(make, inputs, training):
+    """Batch size 0: empty outputs, finite losses and no NaN in any weight
+    (batch-norm statistics and the ReLU monitor are not updated)."""
+    layer = make()
+    outputs = keras.tree.flatten(layer(inputs(), training=training))
+    assert outputs
+    for output in outputs:
+        assert tuple(output.shape)[0] == 0, output.shape
+    for loss in layer.losses:
+        assert np.all(np.isfinite(keras.ops.convert_to_numpy(loss)))
+    for weight in layer.weights:
+        assert np.all(np.isfinite(keras.ops.convert_to_numpy(weight.value))), weight
+
+
+# --- Dense(activation="prelu") ----------------------------------------------------
+
+
+def test_dense_prelu_weight_exists_after_build_with_a_stable_path():
+    inputs = keras.Input((4,))
+    first, second = layers.Dense(3, activation="prelu"), layers.Dense(3, "prelu")
+    model = keras.Model(inputs, second(first(inputs)))
+    # kernel 4*3 + bias 3 + alpha 3, then 3*3 + 3 + 3: no weight appears late.
+    assert model.count_params() == 18 + 15
+    assert [w.path for w in model.weights if w.path.endswith("alpha")] == [
+        f"{first.name}/activation/alpha",
+        f"{second.name}/activation/alpha",
+    ]
+    single = keras.Model(inputs, layers.Dense(3, activation="prelu")(inputs))
+    assert single.count_params() == 18
+    layer = layers.Dense(3, activation="prelu")
+    layer.build((None, 4))
+    assert sorted(w.path.split("/", 1)[1] for w in layer.weights) == [
+        "activation/alpha",
+        "bias",
+        "kernel",
+    ]
+    # A layer activation passed as an instance is copied, never shared.
+    prelu = keras.layers.PReLU()
+    a, b = layers.Dense(2, activation=prelu), layers.Dense(2, activation=prelu)
+    assert a.activation is not b.activation and a.activation is not prelu
+
+
+def test_dense_prelu_saves_and_loads(tmp_path):
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, layers.Dense(3, activation="prelu")(inputs))
+    alpha = next(w for w in model.weights if w.path.endswith("alpha"))
+    alpha.assign(np.array([0.1, 0.2, 0.3], "float32"))
+    path = tmp_path / "dense_prelu.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    data = -np.abs(_x(5, 4))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(loaded(data)),
+        keras.ops.convert_to_numpy(model(data)),
+        atol=1e-6,
+    )
+
+
+def test_logit_correction_prelu_weight_exists_after_build():
+    layer = layers.LogitCorrection(activation="prelu")
+    layer.build([(None, 1), (None, 1)])
+    assert [w.path for w in layer.weights] == [f"{layer.name}/activation/alpha"]
 
 
 # --- behaviour not covered by specs ------------------------------------------

@@ -100,6 +100,174 @@ def test_mmoe_wrong_number_of_inputs():
         layer([_x((2, 3)), _x((2, 3)), _x((2, 3))])
 
 
+NAN, INF = float("nan"), float("inf")
+BAD_BOOLS = [2, "yes", None]
+MMOE = {"num_tasks": 2, "expert_output_dims": [4, 3], "expert_activations": "relu"}
+MMOE_3 = {**MMOE, "num_experts": 3}
+CGC_ = {"num_tasks": 2, "expert_output_dims": [4, 3]}
+SNR_ = {"num_out_subnet": 2, "out_subnet_dim": 3}
+
+# (layer class, a valid configuration, argument, bad values)
+BAD_ARGUMENTS = [
+    (MMoE, MMOE_3, "num_tasks", [0, 2.5, "3", True]),
+    (MMoE, MMOE_3, "expert_output_dims", ["3", [], [4, 0], [[4], []], [2.5]]),
+    (MMoE, MMOE_3, "expert_activations", ["nope", ["relu", "nope", "relu"]]),
+    (MMoE, MMOE_3, "expert_initializers", ["nope", ["ones", "zeros", "nope"]]),
+    (MMoE, MMOE_3, "gate_type", ["sparse"]),
+    (MMoE, MMOE_3, "top_k", [0, 2.5, "1", True]),
+    (MMoE, {**MMOE, "expert_output_dims": [[4, 3], [3]]}, "num_experts", [0, "3"]),
+    (MMoE, MMOE_3, "num_experts", [True, -1, 2.5]),
+    (MMoE, MMOE_3, "kernel_regularizer", ["nope"]),
+    (MMoE, MMOE_3, "bias_regularizer", ["nope"]),
+    (MMoE, MMOE_3, "use_weight_norm", BAD_BOOLS),
+    (MMoE, MMOE_3, "use_learnable_weight_norm", BAD_BOOLS),
+    (MMoE, MMOE_3, "use_bias", BAD_BOOLS),
+    (MMoE, MMOE_3, "enable_batch_normalization", BAD_BOOLS),
+    (MMoE, MMOE_3, "batch_normalization_renorm", BAD_BOOLS),
+    (MMoE, MMOE_3, "batch_normalization_momentum", [1.5, -0.1, NAN, "0.9"]),
+    (MMoE, MMOE_3, "batch_normalization_renorm_momentum", [INF, "0.9"]),
+    (MMoE, MMOE_3, "batch_normalization_renorm_clipping", [{"x": 1.0}, 1.0]),
+    (MMoE, MMOE_3, "balance_loss_weight", [-1.0, NAN, INF, "1.0", True]),
+    (MMoE, MMOE_3, "temperature", [0.0, -1.0, NAN, INF, "1.0", True]),
+    (MMoE, MMOE_3, "return_gates", BAD_BOOLS),
+    (MMoE, MMOE_3, "seed", [2.5, "3", True]),
+    (CGC, CGC_, "num_tasks", [0, 2.5, "3", True]),
+    (CGC, CGC_, "expert_output_dims", ["3", [], [4, -1], True]),
+    (CGC, CGC_, "num_task_experts", [0, 2.5, "3", True, [1, 0], []]),
+    (CGC, CGC_, "num_shared_experts", [0, 2.5, "3", True]),
+    (CGC, CGC_, "expert_activations", ["nope", ["relu", 3]]),
+    (CGC, CGC_, "expert_initializers", ["nope", 3]),
+    (CGC, CGC_, "kernel_regularizer", ["nope"]),
+    (CGC, CGC_, "bias_regularizer", ["nope"]),
+    (CGC, CGC_, "use_weight_norm", BAD_BOOLS),
+    (CGC, CGC_, "use_learnable_weight_norm", BAD_BOOLS),
+    (CGC, CGC_, "use_bias", BAD_BOOLS),
+    (CGC, CGC_, "temperature", [0.0, NAN, INF, "1.0", True]),
+    (CGC, CGC_, "shared_output", BAD_BOOLS),
+    (CGC, CGC_, "return_gates", BAD_BOOLS),
+    (PLE, CGC_, "num_levels", [0, 2.5, "2", True]),
+    (PLE, CGC_, "expert_output_dims", ["3", [], [[4], []], [[4], [2.5]]]),
+    (PLE, CGC_, "num_task_experts", ["1", True]),
+    (PLE, CGC_, "expert_activations", ["nope"]),
+    (PLE, CGC_, "expert_initializers", ["nope"]),
+    (PLE, CGC_, "use_bias", BAD_BOOLS),
+    (PLE, CGC_, "temperature", [NAN, INF, "1.0"]),
+    (PLE, CGC_, "return_gates", BAD_BOOLS),
+    (SNR, SNR_, "num_out_subnet", [0, 2.5, "3", True]),
+    (SNR, SNR_, "out_subnet_dim", [0, 2.5, "3", True]),
+    (SNR, SNR_, "snr_type", ["sum"]),
+    (SNR, SNR_, "zeta", [1.0, NAN, INF, "1.1", True]),
+    (SNR, SNR_, "gamma", [0.1, NAN, -INF, "-0.1"]),
+    (SNR, SNR_, "beta", [0.0, NAN, INF, "0.5"]),
+    (SNR, SNR_, "use_ste", BAD_BOOLS),
+    (SNR, SNR_, "initializer", ["nope", 3]),
+    (SNR, SNR_, "regularizer", ["nope"]),
+    (SNR, SNR_, "l0_weight", [-0.5, NAN, INF, "1.0"]),
+    (SNR, SNR_, "seed", [2.5, "3", True]),
+]
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize(
+    "cls, config, name, value",
+    [
+        pytest.param(cls, config, name, value, id=f"{cls.__name__}-{name}={value!r}")
+        for cls, config, name, values in BAD_ARGUMENTS
+        for value in values
+    ],
+)
+def test_bad_argument_raises_value_error_naming_it(cls, config, name, value):
+    cls(**config)  # The base configuration is valid.
+    with pytest.raises(ValueError, match=rf"(?s)`{name}`.*Received: .*{name}"):
+        cls(**{**config, name: value})
+
+
+@pytest.mark.backend_independent
+def test_int_means_a_list_of_one_and_round_trips():
+    for layer in (
+        MMoE(2, 3, "relu", num_experts=2),
+        CGC(2, 3),
+        PLE(2, 3),
+    ):
+        dims = layer.expert_output_dims
+        assert dims in ([[3], [3]], [3]), dims
+        clone = type(layer).from_config(layer.get_config())
+        assert clone.get_config() == layer.get_config()
+
+
+# --- call inputs --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: MMoE(2, [3], "relu", num_experts=2),
+        lambda: MMoE(2, [[3], [2, 3]], "relu"),  # per-expert MLPs
+        lambda: CGC(2, [3], shared_output=True),
+        lambda: PLE(2, [3]),
+    ],
+    ids=["mmoe", "mmoe_per_expert", "cgc", "ple"],
+)
+def test_feature_size_or_rank_other_than_built_names_the_layer(make):
+    layer = make()
+    layer(_x((3, 4)))
+    named = rf"`{type(layer).__name__}` \(layer '{layer.name}'\) expects"
+    with pytest.raises(ValueError, match=named + r".*last dimension of 4.*\(3, 5\)"):
+        layer(_x((3, 5)))
+    with pytest.raises(ValueError, match=named + r".*\(None, 5\)"):
+        layer(keras.Input((5,)))  # Symbolic, as in a functional model.
+    with pytest.raises(ValueError, match=named + r".*rank 2.*\(3, 2, 4\)"):
+        layer(_x((3, 2, 4)))  # Used to be reshaped silently into 6 rows.
+
+
+def test_mmoe_gate_input_checks():
+    layer = MMoE(2, [3], "relu", num_experts=2)
+    layer([_x((3, 4)), _x((3, 2))])
+    with pytest.raises(ValueError, match=r"gate_input with a last dimension of 2"):
+        layer([_x((3, 4)), _x((3, 4))])
+    with pytest.raises(ValueError, match=r"the same batch size"):
+        layer([_x((3, 4)), _x((2, 2))])
+    with pytest.raises(ValueError, match=r"list of 2 tensors. Received: 3 tensor"):
+        layer([_x((3, 4)), _x((3, 2)), _x((3, 2))])
+    with pytest.raises(ValueError, match=r"gate_input with a last dimension of 2"):
+        layer(_x((3, 4)))  # One tensor is both inputs.
+
+
+@pytest.mark.parametrize("cls", [CGC, PLE])
+def test_cgc_ple_wrong_number_of_inputs_names_the_layer(cls):
+    layer = cls(2, [3])
+    layer([_x((2, 4))] * 3)
+    with pytest.raises(
+        ValueError,
+        match=rf"`{cls.__name__}` \(layer '{layer.name}'\) expects a list of 3 "
+        r"tensors. Received: 2",
+    ):
+        layer([_x((2, 4))] * 2)
+
+
+@pytest.mark.parametrize(
+    "make, inputs",
+    [
+        (lambda: MMoE(2, [3, 2], "relu", num_experts=3), lambda x: x),
+        (lambda: MMoE(2, [[3, 2], [2]], "relu"), lambda x: x),
+        (lambda: CGC(2, [3], shared_output=True, return_gates=True), lambda x: x),
+        (lambda: PLE(2, [3, 2]), lambda x: x),
+        (lambda: SNR(2, 3), lambda x: [x, x + 1]),
+    ],
+    ids=["mmoe", "mmoe_per_expert", "cgc", "ple", "snr"],
+)
+def test_integer_inputs_are_cast_to_the_compute_dtype(make, inputs):
+    """The same outputs as for float inputs, on every backend (TF raised dtype
+    errors, torch failed in the stacked matmuls)."""
+    layer = make()
+    values = np.arange(12).reshape(3, 4)
+    want = [_np(y) for y in layer(inputs(values.astype("float32")))]
+    got = layer(inputs(values.astype("int32")))
+    for a, b in zip(got, want, strict=True):
+        assert keras.backend.standardize_dtype(a.dtype) == "float32"
+        np.testing.assert_allclose(_np(a), b, rtol=1e-6)
+
+
 # --- MMoE: structure and gates ----------------------------------------------
 
 
@@ -407,8 +575,16 @@ def test_snr_bad_inputs():
         SNR(2, 3)(_x((2, 3)))
     layer = SNR(2, 3)
     layer([_x((2, 3)), _x((2, 3))])
-    with pytest.raises(ValueError, match=r"Received: 3 inputs"):
+    with pytest.raises(ValueError, match=r"list of 2 tensors. Received: 3 tensor"):
         layer([_x((2, 3)), _x((2, 3)), _x((2, 3))])
+    with pytest.raises(ValueError, match=r"inputs\[1\] with a last dimension of 3"):
+        layer([_x((2, 3)), _x((2, 4))])
+    with pytest.raises(ValueError, match=r"inputs\[0\] with a last dimension of 3"):
+        layer([keras.Input((4,)), keras.Input((4,))])  # Symbolic, as in a model.
+    with pytest.raises(ValueError, match=r"rank 2.*inputs\[0\] of shape \(2, 1, 3\)"):
+        layer([_x((2, 1, 3)), _x((2, 3))])
+    with pytest.raises(ValueError, match=r"the same batch size"):
+        layer([_x((2, 3)), _x((3, 3))])
 
 
 def test_snr_weights_and_l0_loss():

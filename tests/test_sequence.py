@@ -352,3 +352,279 @@ def test_nan_and_inf_padding_stays_out(name):
     model.fit([q, bad, MASK], np.ones_like(y), epochs=1, verbose=0)
     for w in model.weights:
         assert np.all(np.isfinite(_np(w))), w.path
+
+
+# --- bad input never passes silently ------------------------------------------
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize(
+    "cls, kwargs, match",
+    [
+        (layers.DIN, {"mode": "bogus"}, r"`mode`.*Received: mode='bogus'"),
+        (layers.DIN, {"mode": "SUM"}, r"mode='SUM'"),
+        (layers.DIN, {"mode": None}, r"mode=None"),
+        (layers.DIN, {"hidden_units": "1"}, r"hidden_units='1'"),
+        (layers.DIN, {"hidden_units": [2, 1.0]}, r"hidden_units=\[2, 1.0\]"),
+        (layers.DIN, {"hidden_units": []}, r"hidden_units=\[\]"),
+        (layers.DIN, {"decay": 1}, r"decay=1"),
+        (layers.DIN, {"activation": "nope"}, r"activation='nope'"),
+        (layers.DIN, {"initializer": "nope"}, r"initializer='nope'"),
+        (layers.DIN, {"regularizer": "nope"}, r"regularizer='nope'"),
+        (layers.DIEN, {"num_units": 2.5}, r"num_units=2.5"),
+        (layers.DIEN, {"att_type": None}, r"att_type=None"),
+        (layers.DIEN, {"return_extractor_states": "yes"}, r"states='yes'"),
+        (layers.DIEN, {"unroll": 1}, r"unroll=1"),
+        (layers.DIEN, {"activation": "nope"}, r"activation='nope'"),
+        (layers.DIEN, {"initializer": 3}, r"initializer=3"),
+        (layers.DIEN, {"regularizer": "l3"}, r"regularizer='l3'"),
+        (layers.DMR_U2I, {"cmp_dim": "2"}, r"cmp_dim='2'"),
+        (layers.DMR_U2I, {"use_tanh": 2}, r"use_tanh=2"),
+        (layers.DMR_U2I, {"activation": "nope"}, r"activation='nope'"),
+        (layers.DMR_U2I, {"initializer": "nope"}, r"initializer='nope'"),
+        (layers.DMR_U2I, {"regularizer": 1.0}, r"regularizer=1.0"),
+        (layers.AGRUCell, {"units": True}, r"units=True"),
+        (layers.AGRUCell, {"att_type": 3}, r"att_type=3"),
+        (layers.AGRUCell, {"attention_in_inputs": None}, r"inputs=None"),
+        (layers.AGRUCell, {"activation": "nope"}, r"activation='nope'"),
+        (layers.AGRUCell, {"initializer": "nope"}, r"initializer='nope'"),
+    ],
+)
+def test_sequence_bad_arguments(cls, kwargs, match):
+    base = {
+        layers.DIN: {"hidden_units": [2, 1]},
+        layers.DIEN: {"num_units": 3},
+        layers.DMR_U2I: {"cmp_dim": 2},
+        layers.AGRUCell: {"units": 3},
+    }[cls]
+    with pytest.raises(ValueError, match=match):
+        cls(**{**base, **kwargs})
+
+
+@pytest.mark.backend_independent
+def test_valid_sequence_configs_still_build_and_round_trip():
+    din = _round_trip(layers.DIN(1, mode="weight"))
+    assert din.hidden_units == [1] and din.mode == "weight"
+    assert _round_trip(layers.DIN([2, 1], initializer=None)).initializer is not None
+    assert _round_trip(layers.DMR_U2I(2, initializer=None, activation=None))
+    _round_trip(layers.DIEN(2, att_type="augru", initializer="glorot_normal"))
+    _round_trip(layers.AGRUCell(2, activation=None, initializer=None))
+
+
+def test_rnn_helper_bad_arguments():
+    cell = layers.AGRUCell(3)
+    x, att = _normal(2, 4, 2), RNG.uniform(size=(2, 4)).astype("float32")
+    with pytest.raises(ValueError, match=r"parallel_iterations=0"):
+        dynamic_rnn_with_attention(cell, x, att, 0)
+    with pytest.raises(ValueError, match=r"swap_memory='yes'"):
+        dynamic_rnn_with_attention(cell, x, att, 1, "yes")
+    with pytest.raises(ValueError, match=r"init_state.*\(2, 3\).*\(2, 4\)"):
+        static_rnn_with_attention(cell, x, att, _normal(2, 4))
+    with pytest.raises(ValueError, match=r"`inputs`"):
+        static_rnn_with_attention(cell, _normal(2, 4), att)
+    # The cell is built for 2 input features now.
+    with pytest.raises(ValueError, match=r"`AGRUCell`.*inputs.*last dimension of 2"):
+        dynamic_rnn_with_attention(cell, _normal(2, 4, 5), att)
+    with pytest.raises(ValueError, match=r"`AGRUCell`.*last dimension of 2"):
+        cell(_normal(2, 5), _normal(2, 3), att[:, :1])
+
+
+@pytest.mark.parametrize("name", ["din", "dien", "dmr"])
+def test_wrong_number_of_inputs_names_the_layer(name):
+    make = {
+        "din": lambda: layers.DIN([2, 1]),
+        "dien": lambda: layers.DIEN(3),
+        "dmr": lambda: layers.DMR_U2I(2),
+    }[name]
+    q, k = _normal(3, 3), _normal(3, 4, 3)
+    layer = make()
+    cls = type(layer).__name__
+    # Before the build (today "not enough values to unpack") and after it.
+    with pytest.raises(ValueError, match=rf"`{cls}`.*Received: 1 tensor"):
+        layer([k])
+    layer([q, k])
+    with pytest.raises(ValueError, match=rf"`{cls}`.*Received: 1 tensor"):
+        layer([k])
+    too_many = [q, k, MASK, MASK] if name == "dien" else [q, k, MASK]
+    with pytest.raises(ValueError, match=rf"`{cls}`.*Received: {len(too_many)}"):
+        layer(too_many)
+
+
+@pytest.mark.parametrize(
+    "name, other, match",
+    [
+        ("din", [(3, 2), (3, 4, 2)], r"`DIN`.*keys.*last dimension of 3"),
+        ("dien", [(3, 3), (3, 4, 2)], r"`DIEN`.*keys.*last dimension of 3"),
+        ("dmr", [(3, 3), (3, 4, 2)], r"`DMR_U2I`.*user_seq.*last dimension of 3"),
+        ("dmr", [(3, 2), (3, 4, 3)], r"`DMR_U2I`.*items.*last dimension of 3"),
+        ("dmr", [(3, 3), (3, 5, 3)], r"`DMR_U2I`.*4 steps"),
+    ],
+)
+def test_other_feature_sizes_after_build_name_the_layer(name, other, match):
+    layer = {
+        "din": lambda: layers.DIN([2, 1]),
+        "dien": lambda: layers.DIEN(3),
+        "dmr": lambda: layers.DMR_U2I(2),
+    }[name]()
+    layer([_normal(3, 3), _normal(3, 4, 3)])
+    with pytest.raises(ValueError, match=match):
+        layer([_normal(*s) for s in other])
+
+
+def _seq_layer(name):
+    return {
+        "din": lambda: layers.DIN([3, 1], activation="relu"),
+        "din_weight": lambda: layers.DIN([3, 1], mode="weight", decay=True),
+        "dien": lambda: layers.DIEN(3, att_type="AUGRU"),
+        "dien_unroll": lambda: layers.DIEN(
+            3, unroll=True, return_extractor_states=True
+        ),
+        "dmr": lambda: layers.DMR_U2I(2, use_tanh=True),
+    }[name]()
+
+
+SEQ_NAMES = ["din", "din_weight", "dien", "dien_unroll", "dmr"]
+
+
+@pytest.mark.parametrize("name", ["din", "din_weight", "dien", "dmr"])
+def test_numeric_masks_are_real_where_at_least_one(name):
+    # The reference rule pinned by the DIN spec: a step is real where
+    # mask >= 1; 0.5 is padding and never scales the output.
+    layer = _seq_layer(name)
+    q, k = _normal(2, 3), _normal(2, 4, 3)
+    numeric = np.array([[2.0, 0.5, 1.0, 0.0], [0.5, 1.0, 0.25, 1.0]], "float32")
+    want = _np(layer([q, k], mask=numeric >= 1))
+    np.testing.assert_array_equal(_np(layer([q, k], mask=numeric)), want)
+
+
+@pytest.mark.parametrize("helper", ["static", "dynamic"])
+def test_rnn_helper_numeric_masks_are_real_where_nonzero(helper):
+    run = (
+        static_rnn_with_attention if helper == "static" else dynamic_rnn_with_attention
+    )
+    cell = layers.AGRUCell(3, att_type="AUGRU")
+    x, att = _normal(2, 4, 2), RNG.uniform(size=(2, 4)).astype("float32")
+    numeric = np.array([[2.0, 0.5, 0.0, 1.0], [0.0, 1.0, 0.25, 0.0]], "float32")
+    out, final = run(cell, x, att, mask=numeric)
+    out_b, final_b = run(cell, x, att, mask=numeric != 0)
+    np.testing.assert_array_equal(_np(final), _np(final_b))
+    np.testing.assert_array_equal(_np(out), _np(out_b))
+
+
+class _Evolve(keras.layers.Layer):
+    """The attention RNN helpers inside a layer, to train through them."""
+
+    def __init__(self, unroll, **kwargs):
+        super().__init__(**kwargs)
+        self.unroll = unroll
+        self.cell = layers.AGRUCell(3, att_type="AUGRU")
+
+    def build(self, input_shape):
+        self.cell.build((None, input_shape[0][-1]))
+
+    def call(self, inputs):
+        x, att, mask = inputs
+        run = static_rnn_with_attention if self.unroll else dynamic_rnn_with_attention
+        outputs, final = run(self.cell, x, att, mask=mask)
+        return ops.concatenate([final, ops.sum(outputs, axis=1)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0][0], 6)
+
+
+@pytest.mark.parametrize("unroll", [False, True])
+def test_rnn_helpers_keep_nan_padding_out_of_states_and_gradients(unroll):
+    x, att = _normal(3, 4, 2), RNG.uniform(size=(3, 4)).astype("float32")
+    bad_x, bad_att = x.copy(), att.copy()
+    bad_x[~MASK], bad_att[~MASK] = np.nan, np.nan
+    layer = _Evolve(unroll)
+    y = _np(layer([x, att, MASK]))
+    np.testing.assert_array_equal(_np(layer([bad_x, bad_att, MASK])), y)
+    inputs = [keras.Input((4, 2)), keras.Input((4,)), keras.Input((4,), dtype="bool")]
+    model = keras.Model(inputs, layer(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    history = model.fit([bad_x, bad_att, MASK], np.ones_like(y), epochs=1, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    for w in model.weights:
+        assert np.all(np.isfinite(_np(w))), w.path
+
+
+def _seq_inputs(name, batch, dtype="float32"):
+    rng = np.random.default_rng(5)
+    q = rng.integers(-2, 3, size=(batch, 3)).astype(dtype)
+    k = rng.integers(-2, 3, size=(batch, 4, 3)).astype(dtype)
+    if name == "dmr":
+        q = q[:, :2]
+    mask = np.tile(MASK[:1], (batch, 1))
+    mask[: batch // 2, 2:] = False
+    return [q, k], mask
+
+
+@pytest.mark.parametrize("name", SEQ_NAMES)
+def test_integer_inputs_are_cast_to_the_compute_dtype(name):
+    layer = _seq_layer(name)
+    inputs, mask = _seq_inputs(name, 3)
+    floats = layer(inputs, mask=mask)
+    ints = layer(_seq_inputs(name, 3, "int32")[0], mask=mask)
+    floats = floats if isinstance(floats, list) else [floats]
+    ints = ints if isinstance(ints, list) else [ints]
+    for a, b in zip(ints, floats, strict=True):
+        a, b = _np(a), _np(b)
+        assert a.dtype == np.float32
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+
+
+def test_rnn_helpers_and_cell_cast_integer_inputs():
+    cell = layers.AGRUCell(3)
+    x = RNG.integers(-2, 3, size=(2, 4, 2))
+    att = RNG.integers(0, 2, size=(2, 4))
+    for run in (static_rnn_with_attention, dynamic_rnn_with_attention):
+        out_i, final_i = run(
+            cell, x.astype("int32"), att.astype("int32"), mask=MASK[:2]
+        )
+        out_f, final_f = run(
+            cell, x.astype("float32"), att.astype("float32"), mask=MASK[:2]
+        )
+        assert _np(final_i).dtype == np.float32
+        np.testing.assert_allclose(_np(final_i), _np(final_f), atol=1e-6)
+        np.testing.assert_allclose(_np(out_i), _np(out_f), atol=1e-6)
+    h = np.zeros((2, 3), "int32")
+    np.testing.assert_allclose(
+        _np(cell(x[:, 0].astype("int32"), h)[0]),
+        _np(cell(x[:, 0].astype("float32"), h.astype("float32"))[0]),
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("name", SEQ_NAMES)
+def test_empty_batch_gives_an_empty_output(name):
+    layer = _seq_layer(name)
+    full_inputs, full_mask = _seq_inputs(name, 2)
+    full = layer(full_inputs, mask=full_mask)
+    inputs, mask = _seq_inputs(name, 0)
+    empty = layer(inputs, mask=mask)
+    full = full if isinstance(full, list) else [full]
+    empty = empty if isinstance(empty, list) else [empty]
+    for e, f in zip(empty, full, strict=True):
+        e = _np(e)
+        assert e.shape == (0,) + tuple(f.shape[1:])
+        assert e.dtype == np.float32 and not np.isnan(e).any()
+
+
+@pytest.mark.parametrize(
+    "helper", [static_rnn_with_attention, dynamic_rnn_with_attention]
+)
+def test_rnn_helpers_empty_batch(helper):
+    cell = layers.AGRUCell(3)
+    x, att = np.zeros((0, 4, 2), "float32"), np.zeros((0, 4), "float32")
+    outputs, final = helper(cell, x, att, mask=np.zeros((0, 4), bool))
+    assert tuple(outputs.shape) == (0, 4, 3) and tuple(final.shape) == (0, 3)
+
+
+def test_unknown_steps_and_empty_features_are_refused():
+    keys = keras.Input((None, 2))
+    with pytest.raises(ValueError, match=r"unroll=True.*static number of steps"):
+        layers.DIEN(3, unroll=True)([keras.Input((3,)), keys])
+    assert layers.DIEN(3)([keras.Input((3,)), keys]).shape == (None, 3)
+    with pytest.raises(ValueError, match=r"at least one input feature"):
+        layers.AGRUCell(3, attention_in_inputs=True).build((2, 1))

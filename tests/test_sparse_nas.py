@@ -330,3 +330,148 @@ def test_straight_through_gradient_is_the_soft_gradient():
     )
     gumbel.build(x.shape)
     assert all(np.abs(g).max() > 0 for g in _logit_grads(gumbel, x, cot, True))
+
+
+# --- bad input never passes silently ------------------------------------------
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize(
+    ("cls", "kwargs", "match"),
+    [
+        (NASSelectionLayer, {"temperature": float("nan")}, r"temperature=nan"),
+        (NASSelectionLayer, {"temperature": float("inf")}, r"temperature=inf"),
+        (NASSelectionLayer, {"temperature": "1.0"}, r"temperature='1.0'"),
+        (NASSelectionLayer, {"temperature": True}, r"temperature=True"),
+        (NASSelectionLayer, {"seed": 2.5}, r"seed=2.5"),
+        (NASSelectionLayer, {"seed": "1"}, r"seed='1'"),
+        (NASSelectionLayer, {"segment_sizes": [[2, 4], 3]}, r"segment_sizes\[1\]"),
+        (NASSelectionLayer, {"segment_sizes": [[2, 4.0], [3]]}, r"segment_sizes"),
+        (NASSelectionLayer, {"segment_names": "ab"}, r"segment_names='ab'"),
+        (NASSelectionLayer, {"segment_names": ["a", "a"]}, r"segment_names"),
+        (NASSelectionLayer, {"masks": [[[1, 1, 0, 0], [1, 1, 1, 1]]]}, r"`masks`"),
+        (MixedNASLayer, {"temperature": -1.0}, r"temperature=-1.0"),
+        (MixedNASLayer, {"embedding_share_mode": None}, r"mode=None"),
+        (MixedNASLayer, {"weight_grad_mode": "Gumbel"}, r"mode='Gumbel'"),
+        (NASGatingLayer, {"segment_sizes": 4}, r"segment_sizes=4"),
+        (NASGatingLayer, {"segment_sizes": [4, True]}, r"segment_sizes"),
+        (NASGatingLayer, {"segment_names": ["a", ""]}, r"segment_names"),
+        (NASGatingLayer, {"ste_type": None}, r"ste_type=None"),
+        (SimpleNasLayer, {"threshold": float("nan")}, r"threshold=nan"),
+        (SimpleNasLayer, {"threshold": "0.5"}, r"threshold='0.5'"),
+        (SimpleNasLayer, {"threshold": 1.5}, r"threshold=1.5"),
+        (SimpleNasLayer, {"temperature": float("inf")}, r"temperature=inf"),
+        (SimpleNasLayer, {"use_gumbel": 1}, r"use_gumbel=1"),
+        (SimpleNasLayer, {"use_gumbel": None}, r"use_gumbel=None"),
+        (SimpleNasLayer, {"seed": True}, r"seed=True"),
+    ],
+)
+def test_nas_bad_arguments(cls, kwargs, match):
+    nested = cls in (NASSelectionLayer, MixedNASLayer)
+    base = {
+        "segment_sizes": [[2, 4], [3]] if nested else [4, 3],
+        "segment_names": ["a", "b"],
+    }
+    with pytest.raises(ValueError, match=match):
+        cls(**{**base, **kwargs})
+
+
+@pytest.mark.backend_independent
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mode": "right"}, r"`mode`.*mode='right'"),
+        ({"sizes": [4, 2]}, r"`sizes`.*sizes=\[4, 2\]"),
+        ({"sizes": 4}, r"`sizes`.*sizes=4"),
+        ({"seed": -1}, r"`seed`.*seed=-1"),
+        ({"seed": 1.5}, r"`seed`.*seed=1.5"),
+        ({"zero_choice": 1}, r"`zero_choice`.*zero_choice=1"),
+    ],
+)
+def test_nas_masks_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        nas_masks(**{"sizes": [2, 4], "mode": "left", **kwargs})
+
+
+@pytest.mark.backend_independent
+def test_valid_nas_configs_still_build_and_round_trip():
+    for layer in (
+        NASSelectionLayer([(2, 4), (3,)], ("a", "b"), temperature=2, seed=0),
+        MixedNASLayer([[0, 2]], ["a"], embedding_share_mode="left"),
+        NASGatingLayer((4, 3), ["a", "b"], ste_type="softplus"),
+        SimpleNasLayer([np.int64(3)], ["a"], threshold=1, use_gumbel=False),
+    ):
+        config = layer.get_config()
+        assert type(layer).from_config(config).get_config() == config
+
+
+def _nas_cases():
+    """Per case: a layer factory and the widths of its features."""
+    return {
+        "selection": (
+            lambda: NASSelectionLayer(
+                [[2, 4], [3]],
+                ["a", "b"],
+                embedding_share_mode="left",
+                weight_grad_mode="none",
+            ),
+            [4, 3],
+        ),
+        "mixed": (
+            lambda: MixedNASLayer(
+                [[2, 4], [3]], ["a", "b"], embedding_share_mode="none", seed=1
+            ),
+            [6, 3],
+        ),
+        "gating": (lambda: NASGatingLayer([4, 3], ["a", "b"]), [4, 3]),
+        "simple": (lambda: SimpleNasLayer([4, 3], ["a", "b"], seed=1), [4, 3]),
+    }
+
+
+@pytest.mark.parametrize("case", ["selection", "mixed", "gating", "simple"])
+def test_other_widths_after_build_name_the_layer(case):
+    make, widths = _nas_cases()[case]
+    width = sum(widths)
+    layer = make()
+    layer(np.ones((2, width), "float32"))
+    name = type(layer).__name__
+    # A width of 1 used to broadcast silently against the mask.
+    with pytest.raises(ValueError, match=rf"`{name}` \(layer '{layer.name}'\)"):
+        layer(np.ones((2, 1), "float32"))
+    with pytest.raises(ValueError, match=rf"`{name}`.*Received: input_shape="):
+        layer(np.ones((2, width + 1), "float32"))
+    with pytest.raises(ValueError, match=rf"`{name}`.*list `inputs`"):
+        layer([np.ones((2, width - 1), "float32"), np.ones((2, 1), "float32")])
+
+
+@pytest.mark.parametrize("case", ["selection", "mixed", "gating", "simple"])
+@pytest.mark.parametrize("training", [False, True])
+def test_integer_inputs_are_cast_to_the_compute_dtype(case, training):
+    make, widths = _nas_cases()[case]
+    width = sum(widths)
+    layer = make()
+    x = np.random.RandomState(0).randint(-3, 4, size=(3, width))
+    if case == "selection" or not training:  # no sampling: one mask per call
+        ints = keras.ops.convert_to_numpy(layer(x.astype("int32"), training=training))
+        floats = keras.ops.convert_to_numpy(
+            layer(x.astype("float32"), training=training)
+        )
+        assert ints.dtype == np.float32
+        np.testing.assert_allclose(ints, floats, rtol=1e-6)
+    else:
+        y = keras.ops.convert_to_numpy(layer(x.astype("int32"), training=training))
+        assert y.dtype == np.float32 and np.all(np.isfinite(y))
+
+
+@pytest.mark.parametrize("case", ["selection", "mixed", "gating", "simple"])
+@pytest.mark.parametrize("training", [False, True])
+def test_empty_batch_gives_an_empty_output(case, training):
+    make, widths = _nas_cases()[case]
+    width = sum(widths)
+    y = keras.ops.convert_to_numpy(
+        make()(np.ones((0, width), "float32"), training=training)
+    )
+    assert y.shape == (0, width) and y.dtype == np.float32
+    assert not np.isnan(y).any()
+    lists = make()([np.ones((0, w), "float32") for w in widths], training=training)
+    assert tuple(lists.shape) == (0, width)

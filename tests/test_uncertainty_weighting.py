@@ -27,21 +27,82 @@ def test_config_round_trip():
     np.testing.assert_allclose(layer.get_weights()[0], [0.5] * 3)
 
 
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.backend_independent
 @pytest.mark.parametrize(
-    "kwargs, pattern",
+    "name, value",
     [
-        ({"num_tasks": 0}, "num_tasks=0"),
-        ({"num_tasks": 2, "initial_log_variance": "a"}, "initial_log_variance"),
+        ("num_tasks", 0),
+        ("num_tasks", 2.5),
+        ("num_tasks", "2"),
+        ("num_tasks", True),
+        ("initial_log_variance", "a"),
+        ("initial_log_variance", "1.0"),
+        ("initial_log_variance", NAN),
+        ("initial_log_variance", INF),
+        ("initial_log_variance", -INF),
+        ("initial_log_variance", True),
+        ("initial_log_variance", None),
     ],
 )
-def test_invalid_arguments(kwargs, pattern):
-    with pytest.raises(ValueError, match=pattern):
+def test_invalid_arguments(name, value):
+    kwargs = {"num_tasks": 2, name: value}
+    with pytest.raises(ValueError, match=rf"`{name}`.*Received: {name}="):
         layers.UncertaintyWeighting(**kwargs)
 
 
+@pytest.mark.backend_independent
+def test_valid_arguments_round_trip():
+    layer = layers.UncertaintyWeighting(num_tasks=1, initial_log_variance=-3)
+    assert layer.initial_log_variance == -3.0
+    config = layer.get_config()
+    assert layers.UncertaintyWeighting.from_config(config).get_config() == config
+
+
 def test_wrong_number_of_losses():
-    with pytest.raises(ValueError, match="list of 2 losses"):
+    with pytest.raises(
+        ValueError,
+        match=r"`UncertaintyWeighting` \(layer '.*'\) expects a list of 2 losses",
+    ):
         layers.UncertaintyWeighting(2)([np.ones(3, "float32")] * 3)
+    layer = layers.UncertaintyWeighting(2)
+    layer([np.ones(3, "float32")] * 2)
+    with pytest.raises(ValueError, match="list of 2 losses"):
+        layer([np.ones(3, "float32")])
+
+
+@pytest.mark.parametrize(
+    "shapes", [[(4, 1), (4,)], [(4,), (5,)], [(), (4,)], [(4, 2), (4, 3)]]
+)
+def test_losses_of_different_shapes_are_refused(shapes):
+    """They used to broadcast silently, e.g. (4, 1) and (4,) to (4, 4)."""
+    losses = [np.ones(shape, "float32") for shape in shapes]
+    with pytest.raises(ValueError, match=r"expects losses of one shape"):
+        layers.UncertaintyWeighting(2)(losses)
+    # Also after building on equal shapes, and symbolically.
+    layer = layers.UncertaintyWeighting(2)
+    layer([np.ones(shapes[0], "float32")] * 2)
+    with pytest.raises(ValueError, match=r"expects losses of one shape"):
+        layer(losses)
+    symbolic = [keras.Input(shape[1:]) for shape in shapes if shape]
+    if len(symbolic) == 2 and shapes[0][1:] != shapes[1][1:]:
+        with pytest.raises(ValueError, match=r"expects losses of one shape"):
+            layer(symbolic)
+
+
+def test_integer_losses_and_an_empty_batch():
+    layer = layers.UncertaintyWeighting(2)
+    ints = [np.array([1, 2], "int32"), np.array([3, 4], "int32")]
+    got = layer(ints)
+    assert keras.backend.standardize_dtype(got.dtype) == "float32"
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(got),
+        keras.ops.convert_to_numpy(layer([i.astype("float32") for i in ints])),
+    )
+    empty = layer([np.zeros((0,), "float32")] * 2)
+    assert tuple(empty.shape) == (0,)
 
 
 def test_fit_drives_log_variances_to_log_losses():

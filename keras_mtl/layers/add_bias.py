@@ -22,14 +22,17 @@ class AddBias(keras.layers.Layer):
     transposes correctly (see `specs/add_bias/spec.yaml`, deviations).
 
     Args:
-        initializer: initializer for the bias. `None` means zeros. Defaults to
-            `None`.
-        regularizer: regularizer for the bias. Defaults to `None`.
+        initializer: initializer for the bias: a Keras initializer, its name
+            or its config; `None` means zeros. Defaults to `None`.
+        regularizer: regularizer for the bias: a Keras regularizer, its name,
+            its config or `None`. Defaults to `None`.
         data_format: `"channels_last"` or `"channels_first"`. Defaults to
             `"channels_last"`.
         **kwargs: Args to pass to the base class.
 
-    Input shape: `(batch, ..., channels)` or `(batch, channels, ...)`, rank >= 2.
+    Input shape: `(batch, ..., channels)` or `(batch, channels, ...)`, rank >= 2,
+    with the number of channels the layer was built with (else a
+    `ValueError`). Integer inputs are cast to the compute dtype first.
     Output shape: same as the input.
 
     Weights: `bias`, shape `(channels,)`.
@@ -51,8 +54,10 @@ class AddBias(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         # Passed args.
-        self.initializer = keras.initializers.get(initializer or "zeros")
-        self.regularizer = keras.regularizers.get(regularizer)
+        self.initializer = validation.initializer(
+            "initializer", "zeros" if initializer is None else initializer
+        )
+        self.regularizer = validation.regularizer("regularizer", regularizer)
         self.data_format = validation.one_of(
             "data_format", data_format, ["channels_last", "channels_first"]
         )
@@ -77,7 +82,21 @@ class AddBias(keras.layers.Layer):
             regularizer=self.regularizer,
         )
 
+    def _check_shape(self, shape: Any) -> None:
+        channels = self.bias.shape[0]
+        if self.data_format == "channels_last" or len(shape) == 2:
+            validation.last_dim(self, "inputs", shape, channels)
+        elif shape[1] is not None and shape[1] != channels:
+            # A mismatch would broadcast or fail inside the backend's add.
+            raise ValueError(
+                f"`AddBias` (layer '{self.name}') expects inputs with {channels} "
+                "channels on axis 1 (channels_first), as it was built with. "
+                f"Received: inputs of shape {tuple(shape)}"
+            )
+
     def call(self, inputs: Any) -> Any:
+        self._check_shape(inputs.shape)
+        inputs = ops.cast(inputs, self.compute_dtype)
         rank = len(inputs.shape)
         if self.data_format == "channels_last" or rank == 2:
             return inputs + self.bias
@@ -85,6 +104,8 @@ class AddBias(keras.layers.Layer):
         return inputs + ops.reshape(self.bias, shape)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
+        if self.built:  # Symbolic calls run this, not `call`.
+            self._check_shape(input_shape)
         return input_shape
 
     def get_config(self) -> dict[str, Any]:

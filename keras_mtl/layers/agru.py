@@ -30,8 +30,10 @@ class AGRUCell(keras.layers.Layer):
     - `AUGRU` (DIEN paper): `u~ = a * u`, `h' = (1 - u~) * h + u~ * c`
       (the attention scales the update gate, so `a = 0` keeps `h`).
 
-    With a step mask `m` `[B]`, `h' <- where(m, h', h)`: a masked (padded)
-    step leaves the state unchanged.
+    With a step mask `m` `[B]` (nonzero = real step), `h' <- where(m, h', h)`:
+    a masked (padded) step leaves the state unchanged. The helpers also
+    replace padded inputs and scores by zeros with a select first, so NaN
+    or inf padding reaches neither the states nor the gradients.
 
     `cell(x, state, att_score)` runs one step and returns `(h', h')`, as in
     the reference library. As a `keras.layers.RNN` cell,
@@ -42,20 +44,24 @@ class AGRUCell(keras.layers.Layer):
     the same `step` over a whole sequence.
 
     Args:
-        units: int. State width `U`.
+        units: positive int. State width `U`.
         att_type: `"AGRU"` or `"AUGRU"` (case-insensitive). Defaults to
             `"AGRU"`.
-        activation: candidate activation; `None` means `tanh`. Defaults to
+        activation: candidate activation (a name, a serialized dict or a
+            callable); `None` means `tanh`. Defaults to `None`.
+        initializer: kernel initializer (a Keras initializer, its name or
+            its config); `None` means `HeNormal`. Defaults to `None`.
+        regularizer: regularizer for kernels and biases (a Keras
+            regularizer, its name, its config or `None`). Defaults to
             `None`.
-        initializer: kernel initializer; `None` means `HeNormal`. Defaults to
-            `None`.
-        regularizer: regularizer for kernels and biases. Defaults to `None`.
         attention_in_inputs: bool. In `call`, read the attention score from
             the last input feature. Defaults to `False`.
         **kwargs: Args to pass to the base class.
 
     Input shape: `x` `(batch, input_dim)`, state `(batch, units)`, attention
-    `(batch, 1)` or `(batch,)`.
+    `(batch, 1)` or `(batch,)`; integer inputs are cast to the compute
+    dtype. After the build, another `input_dim` or state width raises a
+    `ValueError`.
     Output shape: `(batch, units)` (output and new state are equal).
 
     Weights: `gates_kernel` `(I + U, 2U)`, `gates_bias` `(2U,)` (ones),
@@ -94,12 +100,16 @@ class AGRUCell(keras.layers.Layer):
                 f"Received: att_type={att_type!r}"
             )
         self.att_type = att_type.upper()
-        self.activation = activations.get("tanh" if activation is None else activation)
-        self.initializer = keras.initializers.get(
-            "he_normal" if initializer is None else initializer
+        self.activation = activations.get_named(
+            "activation", "tanh" if activation is None else activation
         )
-        self.regularizer = keras.regularizers.get(regularizer)
-        self.attention_in_inputs = bool(attention_in_inputs)
+        self.initializer = validation.initializer(
+            "initializer", "he_normal" if initializer is None else initializer
+        )
+        self.regularizer = validation.regularizer("regularizer", regularizer)
+        self.attention_in_inputs = validation.boolean(
+            "attention_in_inputs", attention_in_inputs
+        )
         self.state_size = self.units
         self.output_size = self.units
 
@@ -116,6 +126,12 @@ class AGRUCell(keras.layers.Layer):
             )
         if self.attention_in_inputs:
             input_dim -= 1
+        if input_dim < 1:
+            raise ValueError(
+                "AGRUCell needs at least one input feature (besides the "
+                f"attention score with attention_in_inputs=True). Received: "
+                f"input_shape={input_shape}"
+            )
         self.input_dim = int(input_dim)
         width = self.input_dim + self.units
         self.gates_kernel = self.add_weight(
@@ -151,8 +167,10 @@ class AGRUCell(keras.layers.Layer):
         step_mask: Any | None = None,
     ) -> Any:
         """One step: the new state `[B, U]` (see the class docstring)."""
-        x = ops.convert_to_tensor(x, dtype=self.compute_dtype)
-        h = ops.convert_to_tensor(h, dtype=self.compute_dtype)
+        x = ops.cast(ops.convert_to_tensor(x), self.compute_dtype)
+        h = ops.cast(ops.convert_to_tensor(h), self.compute_dtype)
+        validation.last_dim(self, "the step input", x.shape, self.input_dim)
+        validation.last_dim(self, "the state", h.shape, self.units)
         gates = ops.sigmoid(
             ops.matmul(ops.concatenate([x, h], axis=-1), self.gates_kernel)
             + self.gates_bias
@@ -257,15 +275,42 @@ def _compatible(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
 
 def _prepare(
     cell: AGRUCell, inputs: Any, att_scores: Any, init_state: Any, mask: Any
-) -> tuple[Any, Any, Any]:
+) -> tuple[Any, Any, Any, Any]:
+    """Checked inputs, scores, initial state and bool mask of the helpers."""
+    inputs, att_scores, mask = (
+        None if x is None else ops.convert_to_tensor(x)
+        for x in (inputs, att_scores, mask)
+    )
     _check_rnn_args(cell, inputs, att_scores, mask)
+    dtype = cell.compute_dtype
+    # Integer inputs and scores are cast, as every layer casts its inputs.
+    inputs = ops.cast(inputs, dtype)
     if not cell.built:
         cell.build((inputs.shape[0], inputs.shape[-1]))
-    if att_scores is not None and len(att_scores.shape) == 3:
-        att_scores = att_scores[:, :, 0]
+    validation.last_dim(cell, "inputs", inputs.shape, cell.input_dim)
+    if att_scores is not None:
+        att_scores = ops.cast(att_scores, dtype)
+        if len(att_scores.shape) == 3:
+            att_scores = att_scores[:, :, 0]
     if init_state is None:
-        init_state = ops.zeros((ops.shape(inputs)[0], cell.units), dtype=inputs.dtype)
-    return att_scores, init_state, mask
+        init_state = ops.zeros((ops.shape(inputs)[0], cell.units), dtype=dtype)
+    else:
+        init_state = ops.cast(ops.convert_to_tensor(init_state), dtype)
+        shape = tuple(init_state.shape)
+        expected = (inputs.shape[0], cell.units)
+        if len(shape) != 2 or not _compatible(shape, expected):
+            raise ValueError(
+                f"`init_state` must have shape (batch, units) = {expected}. "
+                f"Received: init_state.shape={shape}"
+            )
+    if mask is not None:
+        # Nonzero = real step. Padded inputs and scores are selected away
+        # (not multiplied by 0), so NaN padding reaches no state or gradient.
+        mask = ops.cast(mask, "bool")
+        inputs = ops.where(ops.expand_dims(mask, -1), inputs, ops.zeros_like(inputs))
+        if att_scores is not None:
+            att_scores = ops.where(mask, att_scores, ops.zeros_like(att_scores))
+    return inputs, att_scores, init_state, mask
 
 
 def static_rnn_with_attention(
@@ -279,16 +324,30 @@ def static_rnn_with_attention(
 
     Args:
         cell: an `AGRUCell`.
-        inputs: `[B, T, I]`, `T` static.
+        inputs: `[B, T, I]`, `T` static (integer inputs are cast to the
+            cell's compute dtype).
         att_scores: `[B, T]` (or `[B, T, 1]`) attention scores, or `None`.
         init_state: `[B, U]`; zeros when `None`.
-        mask: `[B, T]` bool; a masked step keeps the previous state.
+        mask: `[B, T]`, bool or numeric with nonzero = real step; a masked
+            step keeps the previous state, and its input and score are
+            replaced by zeros with a select (NaN padding stays out).
 
     Returns:
         `(outputs [B, T, U], final_state [B, U])`; `outputs[:, t]` is the state
         after step `t` (the carried state at masked steps).
+
+    Raises:
+        ValueError: for a cell that is not an `AGRUCell`, shapes that do not
+            match (inputs, scores, mask, initial state, the cell's input
+            width) or an unknown number of steps.
     """
-    att_scores, h, mask = _prepare(cell, inputs, att_scores, init_state, mask)
+    if len(ops.shape(inputs)) == 3 and ops.shape(inputs)[1] is None:
+        raise ValueError(
+            "`static_rnn_with_attention` needs a static number of steps; use "
+            "`dynamic_rnn_with_attention`. "
+            f"Received: inputs.shape={tuple(inputs.shape)}"
+        )
+    inputs, att_scores, h, mask = _prepare(cell, inputs, att_scores, init_state, mask)
     outputs = []
     for t in range(inputs.shape[1]):
         h = cell.step(
@@ -315,11 +374,14 @@ def dynamic_rnn_with_attention(
     The scan is `keras.ops.scan`, or `tf.scan` on TensorFlow so that the
     backward pass compiles under XLA (`keras_mtl.backend.scan`).
 
-    `parallel_iterations` and `swap_memory` (TF `while_loop` settings in the
-    reference library) are accepted for compatibility and ignored. The other
-    args and the returns are as in `static_rnn_with_attention`.
+    `parallel_iterations` (a positive int) and `swap_memory` (a bool), TF
+    `while_loop` settings in the reference library, are checked for
+    compatibility and ignored. The other args, the returns and the errors
+    are as in `static_rnn_with_attention` (any number of steps).
     """
-    att_scores, h0, mask = _prepare(cell, inputs, att_scores, init_state, mask)
+    validation.positive_int("parallel_iterations", parallel_iterations)
+    validation.boolean("swap_memory", swap_memory)
+    inputs, att_scores, h0, mask = _prepare(cell, inputs, att_scores, init_state, mask)
     batch = ops.shape(inputs)[0]
     steps = ops.shape(inputs)[1]
     if att_scores is None:
@@ -331,8 +393,8 @@ def dynamic_rnn_with_attention(
         mask = ops.ones((batch, steps), dtype="bool")
     xs = (
         ops.transpose(inputs, (1, 0, 2)),
-        ops.transpose(ops.cast(att_scores, inputs.dtype), (1, 0)),
-        ops.transpose(ops.cast(mask, "bool"), (1, 0)),
+        ops.transpose(att_scores, (1, 0)),
+        ops.transpose(mask, (1, 0)),
     )
 
     def step(h: Any, x: Any) -> Any:

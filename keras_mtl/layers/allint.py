@@ -24,18 +24,21 @@ class AllInt(keras.layers.Layer):
     is merged with `merge_tensor_list(O, out_type, keep_list)`.
 
     Args:
-        cmp_dim: int. Compressed dimension `C`.
-        initializer: kernel initializer; `None` means `"glorot_normal"`.
-            Defaults to `None`.
-        regularizer: kernel regularizer (not the bias). Defaults to `None`.
-        use_bias: bool. Defaults to `True`.
+        cmp_dim: positive int. Compressed dimension `C`.
+        initializer: kernel initializer (a Keras initializer, its name or
+            its config); `None` means `"glorot_normal"`. Defaults to `None`.
+        regularizer: kernel regularizer (not the bias; a Keras regularizer,
+            its name, its config or `None`). Defaults to `None`.
+        use_bias: bool. Add the bias `b`. Defaults to `True`.
         out_type: `"concat"` `(batch, F * cmp_dim)`, `"stack"`
             `(batch, F, cmp_dim)` or `None` (a list of `F` tensors
             `(batch, cmp_dim)`). Defaults to `"concat"`.
         keep_list: bool. Wrap a tensor output in a list. Defaults to `False`.
         **kwargs: Args to pass to the base class.
 
-    Input shape: `(batch, F, D)` with a static `F`.
+    Input shape: `(batch, F, D)` with static `F` and `D`; integer inputs are
+    cast to the compute dtype. After the first call, other `F` or `D` raise
+    a `ValueError`.
 
     Weights: `allint_kernel` `(F, cmp_dim)` and `allint_bias` `(cmp_dim,)`.
 
@@ -62,11 +65,13 @@ class AllInt(keras.layers.Layer):
         super().__init__(**kwargs)
         # Passed args.
         self.cmp_dim = validation.positive_int("cmp_dim", cmp_dim)
-        self.initializer = keras.initializers.get(initializer or "glorot_normal")
-        self.regularizer = keras.regularizers.get(regularizer)
-        self.use_bias = bool(use_bias)
+        self.initializer = validation.initializer(
+            "initializer", "glorot_normal" if initializer is None else initializer
+        )
+        self.regularizer = validation.regularizer("regularizer", regularizer)
+        self.use_bias = validation.boolean("use_bias", use_bias)
         self.out_type = validation.one_of("out_type", out_type, merge.MERGE_TYPES)
-        self.keep_list = bool(keep_list)
+        self.keep_list = validation.boolean("keep_list", keep_list)
         # Other args.
         self.input_spec = keras.layers.InputSpec(ndim=3)
 
@@ -90,6 +95,7 @@ class AllInt(keras.layers.Layer):
             )
 
     def call(self, inputs: Any) -> Any:
+        inputs = ops.cast(inputs, self.compute_dtype)
         m = ops.matmul(ops.transpose(inputs, (0, 2, 1)), self.allint_kernel)
         if self.use_bias:
             m = m + self.allint_bias  # (B, D, C)

@@ -38,23 +38,27 @@ class AutoInt(keras.layers.Layer):
     and `D` otherwise.
 
     Args:
-        layer_num: int. Number of attention layers. Defaults to `1`.
+        layer_num: positive int. Number of attention layers. Defaults to `1`.
         out_type: `"concat"`, `"stack"` or `None`. Defaults to `"concat"`.
         keep_list: bool. Wrap a tensor output in a list. Defaults to `False`.
-        attention_units: int or `None`. Per-head projection width; `None`
-            means the parameter-free form. Defaults to `None`.
-        head_num: int. Number of heads (needs `attention_units`). Defaults to
-            `1`.
+        attention_units: positive int or `None`. Per-head projection width;
+            `None` means the parameter-free form. Defaults to `None`.
+        head_num: positive int. Number of heads (more than one needs
+            `attention_units`). Defaults to `1`.
         use_residual: bool. Add the (projected) input. Defaults to `False`.
         use_relu: bool. Apply a ReLU after each layer. Defaults to `False`.
         scaling: bool. Scale the attention logits by `1 / sqrt(width)`.
             Defaults to `False`.
-        initializer: initializer of the projections. Defaults to
-            `"glorot_uniform"`.
-        regularizer: regularizer of the projections. Defaults to `None`.
+        initializer: initializer of the projections (a Keras initializer,
+            its name or its config; `None` means `"glorot_uniform"`).
+            Defaults to `"glorot_uniform"`.
+        regularizer: regularizer of the projections (a Keras regularizer,
+            its name, its config or `None`). Defaults to `None`.
         **kwargs: Args to pass to the base class.
 
-    Input shape: `(batch, F, D)` with static `F` and `D`.
+    Input shape: `(batch, F, D)` with static `F` and `D`; integer inputs are
+    cast to the compute dtype. After the first call, other `F` or `D` raise
+    a `ValueError`.
 
     Weights (only with `attention_units`), per layer `i`: `query_kernel_{i}`,
     `key_kernel_{i}`, `value_kernel_{i}` and, with `use_residual`,
@@ -86,7 +90,7 @@ class AutoInt(keras.layers.Layer):
         use_residual: bool = False,
         use_relu: bool = False,
         scaling: bool = False,
-        initializer: str | keras.initializers.Initializer = "glorot_uniform",
+        initializer: str | keras.initializers.Initializer | None = "glorot_uniform",
         regularizer: str | keras.regularizers.Regularizer | None = None,
         **kwargs: Any,
     ) -> None:
@@ -94,9 +98,11 @@ class AutoInt(keras.layers.Layer):
         # Passed args.
         self.layer_num = validation.positive_int("layer_num", layer_num)
         self.out_type = validation.one_of("out_type", out_type, merge.MERGE_TYPES)
-        self.keep_list = bool(keep_list)
+        self.keep_list = validation.boolean("keep_list", keep_list)
         if attention_units is not None:
-            validation.positive_int("attention_units", attention_units)
+            attention_units = validation.positive_int(
+                "attention_units", attention_units
+            )
         self.attention_units = attention_units
         self.head_num = validation.positive_int("head_num", head_num)
         if self.head_num > 1 and attention_units is None:
@@ -104,11 +110,13 @@ class AutoInt(keras.layers.Layer):
                 "`head_num > 1` needs projections: set `attention_units`. "
                 f"Received: head_num={head_num!r} with attention_units=None"
             )
-        self.use_residual = bool(use_residual)
-        self.use_relu = bool(use_relu)
-        self.scaling = bool(scaling)
-        self.initializer = keras.initializers.get(initializer or "glorot_uniform")
-        self.regularizer = keras.regularizers.get(regularizer)
+        self.use_residual = validation.boolean("use_residual", use_residual)
+        self.use_relu = validation.boolean("use_relu", use_relu)
+        self.scaling = validation.boolean("scaling", scaling)
+        self.initializer = validation.initializer(
+            "initializer", "glorot_uniform" if initializer is None else initializer
+        )
+        self.regularizer = validation.regularizer("regularizer", regularizer)
         # Other args.
         self.input_spec = keras.layers.InputSpec(ndim=3)
 
@@ -159,7 +167,8 @@ class AutoInt(keras.layers.Layer):
 
     def call(self, inputs: Any) -> Any:
         f = inputs.shape[1]
-        x = inputs
+        # Integer inputs: softmax and matmul need floats on every backend.
+        x = ops.cast(inputs, self.compute_dtype)
         for i in range(self.layer_num):
             if self.attention_units is None:
                 out = self._attend(x, x, x, x.shape[-1])

@@ -33,14 +33,19 @@ class CAN(keras.layers.Layer):
     | False | False | `(batch, u)` | `(batch, u)` |
 
     Args:
-        layer_num: int. Number of co-action layers. Defaults to `2`.
-        activation: activation after every layer; `None` means linear.
-            Defaults to `"relu"`.
+        layer_num: positive int. Number of co-action layers. Defaults to `2`.
+        activation: activation after every layer (a name, a serialized dict
+            or a callable); `None` means linear. Defaults to `"relu"`.
         is_seq: bool. The user side carries a sequence axis `S`. Defaults
             to `False`.
         is_stacked: bool. The user side stacks `F` features. Defaults to
             `True`.
         **kwargs: Args to pass to the base class.
+
+    Call arguments: `inputs = [user_emb, item_emb]`, exactly two tensors;
+    integer inputs are cast to the compute dtype. After the first call, a
+    user width `u` or an item width other than the built ones raises a
+    `ValueError`.
 
     The layer has no weights.
 
@@ -67,18 +72,25 @@ class CAN(keras.layers.Layer):
         super().__init__(**kwargs)
         # Passed args.
         self.layer_num = validation.positive_int("layer_num", layer_num)
-        self.activation = activations.get(activation)
-        self.is_seq = bool(is_seq)
-        self.is_stacked = bool(is_stacked)
+        self.activation = activations.get_named("activation", activation)
+        self.is_seq = validation.boolean("is_seq", is_seq)
+        self.is_stacked = validation.boolean("is_stacked", is_stacked)
         self._act = activations.clone(
             self.activation, name="co_action", dtype=self.dtype_policy
         )
+        # Widths seen by `build`, checked again in `call`.
+        self._user_dim: int | None = None
+        self._item_dim: int | None = None
 
     def _user_rank(self) -> int:
         return 2 + int(self.is_seq) + int(self.is_stacked)
 
     def _check(self, input_shape: Any) -> tuple[tuple, tuple]:
-        if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
+        if (
+            not isinstance(input_shape, (list, tuple))
+            or len(input_shape) != 2
+            or not all(isinstance(s, (list, tuple)) for s in input_shape)
+        ):
             raise ValueError(
                 "`CAN` expects a pair (user_emb, item_emb). "
                 f"Received: input_shape={input_shape}"
@@ -107,12 +119,19 @@ class CAN(keras.layers.Layer):
         return user, item
 
     def build(self, input_shape: Any) -> None:
-        user, _ = self._check(input_shape)
+        user, item = self._check(input_shape)
+        self._user_dim, self._item_dim = user[-1], item[-1]
         if isinstance(self._act, keras.layers.Layer):
             self._act.build(user)
 
     def call(self, inputs: Any) -> Any:
-        user, item = inputs[0], inputs[1]
+        user, item = validation.input_count(self, inputs, 2)
+        # Shapes are checked again: `build` runs once, later calls may differ.
+        self._check((tuple(user.shape), tuple(item.shape)))
+        validation.last_dim(self, "user_emb", user.shape, self._user_dim)
+        validation.last_dim(self, "item_emb", item.shape, self._item_dim)
+        user = ops.cast(user, self.compute_dtype)
+        item = ops.cast(item, self.compute_dtype)
         u = user.shape[-1]
         h = user if self.is_seq or self.is_stacked else ops.expand_dims(user, 1)
         # Parameter views broadcast over the user axes between batch and u.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -28,19 +29,24 @@ class CDot(keras.layers.Layer):
        crossed features first.
 
     Args:
-        project_dim: int. Projection dimension `P`.
-        compress_units: list of int. Hidden widths of the compression MLP
-            (may be empty: a single linear layer).
-        activation: hidden activation of the compression MLP; `None`
-            follows the `MLP` rule (ReLU on hidden layers). Defaults to
-            `"relu"`.
-        initializer: kernel initializer of `W_p` and the MLP; `None` means
+        project_dim: positive int. Projection dimension `P`.
+        compress_units: int or list of int. Hidden widths of the compression
+            MLP; an int `n` means `[n]`. An empty list gives a single linear
+            layer (no hidden layer).
+        activation: hidden activation of the compression MLP (a name, a
+            serialized dict or a callable); `None` follows the `MLP` rule
+            (ReLU on hidden layers). Defaults to `"relu"`.
+        initializer: kernel initializer of `W_p` and the MLP (a Keras
+            initializer, its name or its config); `None` means
             `"glorot_normal"`. Defaults to `None`.
-        regularizer: kernel regularizer of `W_p` and the MLP. Defaults to
+        regularizer: kernel regularizer of `W_p` and the MLP (a Keras
+            regularizer, its name, its config or `None`). Defaults to
             `None`.
         **kwargs: Args to pass to the base class.
 
-    Input shape: `(batch, F, D)` with static `F` and `D`.
+    Input shape: `(batch, F, D)` with static `F` and `D`; integer inputs are
+    cast to the compute dtype. After the first call, other `F` or `D` raise
+    a `ValueError`.
     Output shape: `(batch, F * P + D * P)`.
 
     Weights: `project_weight` `(F, P)`;
@@ -60,7 +66,7 @@ class CDot(keras.layers.Layer):
     def __init__(
         self,
         project_dim: int,
-        compress_units: list[int],
+        compress_units: int | Sequence[int],
         activation: activations.ActivationLike = "relu",
         initializer: str | keras.initializers.Initializer | None = None,
         regularizer: str | keras.regularizers.Regularizer | None = None,
@@ -69,18 +75,16 @@ class CDot(keras.layers.Layer):
         super().__init__(**kwargs)
         # Passed args.
         self.project_dim = validation.positive_int("project_dim", project_dim)
-        if not isinstance(compress_units, (list, tuple)) or any(
-            isinstance(u, bool) or not isinstance(u, int) or u <= 0
-            for u in compress_units
-        ):
-            raise ValueError(
-                "`compress_units` must be a list of positive integers. "
-                f"Received: compress_units={compress_units!r}"
-            )
-        self.compress_units = [int(u) for u in compress_units]
-        self.activation = activations.get(activation)
-        self.initializer = keras.initializers.get(initializer or "glorot_normal")
-        self.regularizer = keras.regularizers.get(regularizer)
+        # `[]` has a meaning here (no hidden layer), kept for saved configs
+        # and the `no_hidden_linear` conformance case.
+        self.compress_units = validation.positive_int_or_list(
+            "compress_units", compress_units, allow_empty=True
+        )
+        self.activation = activations.get_named("activation", activation)
+        self.initializer = validation.initializer(
+            "initializer", "glorot_normal" if initializer is None else initializer
+        )
+        self.regularizer = validation.regularizer("regularizer", regularizer)
         self.compress_tower: MLP | None = None
         # Other args.
         self.input_spec = keras.layers.InputSpec(ndim=3)
@@ -113,6 +117,7 @@ class CDot(keras.layers.Layer):
     def call(self, inputs: Any) -> Any:
         f, d = inputs.shape[1], inputs.shape[2]
         p = self.project_dim
+        inputs = ops.cast(inputs, self.compute_dtype)
         proj = ops.matmul(ops.transpose(inputs, (0, 2, 1)), self.project_weight)
         comp = self.compress_tower(ops.reshape(proj, (-1, d * p)))
         crossed = ops.matmul(inputs, ops.reshape(comp, (-1, d, p)))

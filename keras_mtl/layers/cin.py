@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -35,19 +36,25 @@ class CIN(keras.layers.Layer):
     the output. Non-last `hidden_uints` must then be even.
 
     Args:
-        hidden_uints: list of int. Number of maps `H_k` per layer (the
-            reference library's spelling is kept).
-        activation: activation of the hidden layers; `None` means linear.
-            Defaults to `None`.
-        initializer: kernel initializer. Defaults to `"glorot_uniform"`.
-        regularizer: kernel regularizer. Defaults to `None`.
+        hidden_uints: int or non-empty list of int. Number of maps `H_k` per
+            layer (the reference library's spelling is kept); an int `n`
+            means `[n]`.
+        activation: activation of the hidden layers (a name, a serialized
+            dict or a callable); `None` means linear. Defaults to `None`.
+        initializer: kernel initializer (a Keras initializer, its name or
+            its config; `None` means `"glorot_uniform"`). Defaults to
+            `"glorot_uniform"`.
+        regularizer: kernel regularizer (a Keras regularizer, its name, its
+            config or `None`). Defaults to `None`.
         split_half: bool. Split each non-last layer between the next layer
             and the output. Defaults to `False`.
         activate_last_layer: bool. Apply `activation` to the last layer too.
             Defaults to `False`.
         **kwargs: Args to pass to the base class.
 
-    Input shape: `(batch, F, D)` with static `F` and `D`.
+    Input shape: `(batch, F, D)` with static `F` and `D`; integer inputs are
+    cast to the compute dtype. After the first call, other `F` or `D` raise
+    a `ValueError`.
     Output shape: `(batch, sum_k direct_k)` where `direct_k = H_k`, or
     `H_k / 2` for non-last layers with `split_half`.
 
@@ -72,9 +79,9 @@ class CIN(keras.layers.Layer):
 
     def __init__(
         self,
-        hidden_uints: list[int],
+        hidden_uints: int | Sequence[int],
         activation: activations.ActivationLike = None,
-        initializer: str | keras.initializers.Initializer = "glorot_uniform",
+        initializer: str | keras.initializers.Initializer | None = "glorot_uniform",
         regularizer: str | keras.regularizers.Regularizer | None = None,
         split_half: bool = False,
         activate_last_layer: bool = False,
@@ -82,12 +89,18 @@ class CIN(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         # Passed args.
-        self.hidden_uints = validation.positive_int_list("hidden_uints", hidden_uints)
-        self.activation = activations.get(activation)
-        self.initializer = keras.initializers.get(initializer or "glorot_uniform")
-        self.regularizer = keras.regularizers.get(regularizer)
-        self.split_half = bool(split_half)
-        self.activate_last_layer = bool(activate_last_layer)
+        self.hidden_uints = validation.positive_int_or_list(
+            "hidden_uints", hidden_uints
+        )
+        self.activation = activations.get_named("activation", activation)
+        self.initializer = validation.initializer(
+            "initializer", "glorot_uniform" if initializer is None else initializer
+        )
+        self.regularizer = validation.regularizer("regularizer", regularizer)
+        self.split_half = validation.boolean("split_half", split_half)
+        self.activate_last_layer = validation.boolean(
+            "activate_last_layer", activate_last_layer
+        )
         if self.split_half and any(h % 2 for h in self.hidden_uints[:-1]):
             raise ValueError(
                 "`hidden_uints` must be even (except the last) when "
@@ -146,6 +159,7 @@ class CIN(keras.layers.Layer):
 
     def call(self, inputs: Any) -> Any:
         f, d = inputs.shape[1], inputs.shape[2]
+        inputs = ops.cast(inputs, self.compute_dtype)
         x0 = ops.transpose(inputs, (0, 2, 1))  # (B, D, F)
         xl = x0
         pooled = []

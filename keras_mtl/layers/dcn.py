@@ -46,33 +46,39 @@ class DCN(keras.layers.Layer):
     applied after every cross layer, only when `training=True`.
 
     Args:
-        layer_num: int. Number of cross layers. Defaults to `1`.
+        layer_num: positive int. Number of cross layers. Defaults to `1`.
         dcn_type: `"vector"`, `"matrix"` or `"mixed"`. Defaults to `"matrix"`.
-        initializer: initializer of every kernel; `None` means
-            `"glorot_normal"`. Biases start at zero. Defaults to `None`.
-        regularizer: regularizer of every kernel (not the biases). Defaults
-            to `None`.
-        num_experts: int. Number of low-rank experts (`"mixed"` only).
-            Defaults to `1`.
-        low_rank: int or `None`. Rank `r` of the experts; required (positive)
-            for `"mixed"`. With `"matrix"`, a positive `r` factors each
-            kernel into `(d, r) @ (r, d)`; `None` or `0` keeps the full
-            `(d, d)` kernel. Not allowed with `"vector"`. Defaults to `None`.
+        initializer: initializer of every kernel (a Keras initializer, its
+            name or its config); `None` means `"glorot_normal"`. Biases
+            start at zero. Defaults to `None`.
+        regularizer: regularizer of every kernel, not the biases (a Keras
+            regularizer, its name, its config or `None`). Defaults to
+            `None`.
+        num_experts: positive int. Number of low-rank experts (`"mixed"`
+            only). Defaults to `1`.
+        low_rank: int >= 0 or `None`. Rank `r` of the experts; required
+            (positive) for `"mixed"`. With `"matrix"`, a positive `r`
+            factors each kernel into `(d, r) @ (r, d)`; `None` or `0` keeps
+            the full `(d, d)` kernel. Only `None` or `0` with `"vector"`.
+            Defaults to `None`.
         allow_kernel_norm: bool. Weight-normalize the kernels. Defaults to
             `False`.
         use_dropout: bool. Apply dropout after every layer in training.
             Defaults to `False`.
-        keep_prob: float in (0, 1]. Dropout keep probability. Defaults to
-            `0.95`.
+        keep_prob: finite float in (0, 1]. Dropout keep probability.
+            Defaults to `0.95`.
         share_gates: bool. Share the expert gate kernel across layers
             (`"mixed"` only; torchrec and DeepCTR do). Defaults to `False`.
-        low_rank_activation: activation `g` of the low-rank experts
-            (`"mixed"` only; the low-rank `"matrix"` kernel is linear, as
+        low_rank_activation: activation `g` of the low-rank experts (a
+            name, a serialized dict, a callable or `None` for linear;
+            `"mixed"` only; the low-rank `"matrix"` kernel is linear, as
             in DCN v2; torchrec uses relu, DeepCTR tanh). Defaults to
             `"tanh"`.
         **kwargs: Args to pass to the base class.
 
-    Input shape: `(batch, ..., d)` with a static `d`.
+    Input shape: `(batch, ..., d)` with a static `d`; integer inputs are
+    cast to the compute dtype. After the first call, another `d` raises a
+    `ValueError`.
     Output shape: same as the input.
 
     Weights (layer `i`, raw kernels in `x @ K` layout):
@@ -146,8 +152,10 @@ class DCN(keras.layers.Layer):
         # Passed args.
         self.layer_num = validation.positive_int("layer_num", layer_num)
         self.dcn_type = validation.one_of("dcn_type", dcn_type, DCN_TYPES)
-        self.initializer = keras.initializers.get(initializer or "glorot_normal")
-        self.regularizer = keras.regularizers.get(regularizer)
+        self.initializer = validation.initializer(
+            "initializer", "glorot_normal" if initializer is None else initializer
+        )
+        self.regularizer = validation.regularizer("regularizer", regularizer)
         self.num_experts = validation.positive_int("num_experts", num_experts)
         if self.dcn_type == "mixed":
             if low_rank is None or low_rank == 0:
@@ -156,31 +164,26 @@ class DCN(keras.layers.Layer):
                     f"`dcn_type='mixed'`. Received: dcn_type={dcn_type!r} with "
                     f"low_rank={low_rank!r}"
                 )
-            validation.positive_int("low_rank", low_rank)
-        elif low_rank is not None and (
-            isinstance(low_rank, bool) or not isinstance(low_rank, int)
-        ):
-            raise ValueError(
-                f"`low_rank` must be an integer or None. Received: "
-                f"low_rank={low_rank!r}"
-            )
-        elif self.dcn_type == "vector" and low_rank:
-            raise ValueError(
-                "`low_rank` applies to dcn_type='matrix' or 'mixed', not "
-                f"'vector'. Received: dcn_type={dcn_type!r} with "
-                f"low_rank={low_rank!r}"
-            )
-        elif low_rank:
-            validation.positive_int("low_rank", low_rank)
+            low_rank = validation.positive_int("low_rank", low_rank)
+        elif low_rank is not None:
+            low_rank = validation.int_in_range("low_rank", low_rank, 0)
+            if self.dcn_type == "vector" and low_rank:
+                raise ValueError(
+                    "`low_rank` applies to dcn_type='matrix' or 'mixed', not "
+                    f"'vector'. Received: dcn_type={dcn_type!r} with "
+                    f"low_rank={low_rank!r}"
+                )
         self.low_rank = low_rank
-        self.allow_kernel_norm = bool(allow_kernel_norm)
-        self.use_dropout = bool(use_dropout)
+        self.allow_kernel_norm = validation.boolean(
+            "allow_kernel_norm", allow_kernel_norm
+        )
+        self.use_dropout = validation.boolean("use_dropout", use_dropout)
         self.keep_prob = validation.in_range(
             "keep_prob", keep_prob, 0.0, 1.0, low_inclusive=False
         )
-        self.share_gates = bool(share_gates)
+        self.share_gates = validation.boolean("share_gates", share_gates)
         self.low_rank_activation = activations.clone(
-            activations.get(low_rank_activation),
+            activations.get_named("low_rank_activation", low_rank_activation),
             name="low_rank_activation",
             dtype=self.dtype_policy,
         )
@@ -285,6 +288,7 @@ class DCN(keras.layers.Layer):
         return act is None or activations.name_of(act) == "linear"
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
+        inputs = ops.cast(inputs, self.compute_dtype)
         x0 = inputs
         xl = inputs
         for i in range(self.layer_num):

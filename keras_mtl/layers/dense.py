@@ -11,6 +11,11 @@ from keras_mtl import activations
 from keras_mtl import numerics
 from keras_mtl import validation
 
+# What the initializer and regularizer arguments of the layers accept (a name,
+# a config dict, an instance or `None`), checked by `keras_mtl.validation`.
+InitializerLike = str | dict[str, Any] | keras.initializers.Initializer | None
+RegularizerLike = str | dict[str, Any] | keras.regularizers.Regularizer | None
+
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class Dense(keras.layers.Layer):
@@ -31,33 +36,44 @@ class Dense(keras.layers.Layer):
     `inactive_relu_moving_avg` tracks, per unit, an exponential moving average
     of the fraction of examples for which the unit is inactive (output 0):
     `m <- (1 - decay) * m + decay * mean_batch(y[..., j] == 0)`, updated only
-    when `training=True`.
+    when `training=True` and the batch is not empty.
 
     Args:
-        units: int. Output dimension.
-        activation: activation name (see `keras_mtl.activations`), callable or
-            `None` (linear). Defaults to `None`.
+        units: positive int. Output dimension.
+        activation: activation name (case-insensitive, see
+            `keras_mtl.activations`), a serialized dict, a Keras layer, a
+            callable or `None` (linear). A layer activation (e.g. `"prelu"`)
+            is copied into the sub-layer `activation`. Defaults to `None`.
         use_bias: bool. Whether to add a bias. Defaults to `True`.
-        kernel_initializer: initializer for `W`. Defaults to `"glorot_uniform"`.
-        bias_initializer: initializer for `b`. Defaults to `"zeros"`.
-        kernel_regularizer: regularizer applied to the raw `W`. Defaults to
-            `None`.
+        kernel_initializer: initializer for `W`: a Keras initializer, its
+            name or its config (`None` means the default). Defaults to
+            `"glorot_uniform"`.
+        bias_initializer: initializer for `b` (`None` means the default).
+            Defaults to `"zeros"`.
+        kernel_regularizer: regularizer applied to the raw `W`: a Keras
+            regularizer, its name, its config or `None`. Defaults to `None`.
         bias_regularizer: regularizer for `b`. Defaults to `None`.
         allow_kernel_norm: bool. Use weight normalization. Defaults to `False`.
         kernel_norm_trainable: bool. Whether `g` is trainable. Defaults to
             `False`.
         inactive_relu_monitor: bool. Track inactive ReLU units (requires the
             `relu` activation). Defaults to `False`.
-        inactive_relu_monitor_decay: float in (0, 1]. Moving-average rate.
-            Defaults to `0.1`.
+        inactive_relu_monitor_decay: finite float in (0, 1]. Moving-average
+            rate. Defaults to `0.1`.
         **kwargs: Args to pass to the base class.
 
-    Input shape: `(batch, ..., input_dim)`.
+    Every argument is checked at construction: a wrong type or value raises a
+    `ValueError` naming the argument.
+
+    Input shape: `(batch, ..., input_dim)`, with the `input_dim` the layer was
+    built with. Integer inputs are cast to the compute dtype first.
     Output shape: `(batch, ..., units)`.
 
-    Weights: `kernel` `(input_dim, units)`; `kernel_norm` `(units,)` when
-    `allow_kernel_norm`; `bias` `(units,)` when `use_bias`;
-    `inactive_relu_moving_avg` `(units,)` (non-trainable) with the monitor.
+    Weights (all created by `build`): `kernel` `(input_dim, units)`;
+    `kernel_norm` `(units,)` when `allow_kernel_norm`; `bias` `(units,)` when
+    `use_bias`; `inactive_relu_moving_avg` `(units,)` (non-trainable) with the
+    monitor; a layer activation's weights under `activation/`, e.g.
+    `activation/alpha` `(..., units)` for `"prelu"`.
 
     Example:
 
@@ -76,10 +92,10 @@ class Dense(keras.layers.Layer):
         units: int,
         activation: activations.ActivationLike = None,
         use_bias: bool = True,
-        kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
-        bias_initializer: str | keras.initializers.Initializer = "zeros",
-        kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
-        bias_regularizer: str | keras.regularizers.Regularizer | None = None,
+        kernel_initializer: InitializerLike = "glorot_uniform",
+        bias_initializer: InitializerLike = "zeros",
+        kernel_regularizer: RegularizerLike = None,
+        bias_regularizer: RegularizerLike = None,
         allow_kernel_norm: bool = False,
         kernel_norm_trainable: bool = False,
         inactive_relu_monitor: bool = False,
@@ -89,17 +105,37 @@ class Dense(keras.layers.Layer):
         super().__init__(**kwargs)
         # Passed args.
         self.units = validation.positive_int("units", units)
-        self.activation = activations.get(activation)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(
-            kernel_initializer or "glorot_uniform"
+        # A layer activation (PReLU) is an unshared copy with a fixed name, so
+        # its weight path is `<dense>/activation/...`, and `build` creates it.
+        self.activation = activations.clone(
+            activations.get_named("activation", activation),
+            name="activation",
+            dtype=self.dtype_policy,
         )
-        self.bias_initializer = keras.initializers.get(bias_initializer or "zeros")
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.allow_kernel_norm = bool(allow_kernel_norm)
-        self.kernel_norm_trainable = bool(kernel_norm_trainable)
-        self.inactive_relu_monitor = bool(inactive_relu_monitor)
+        self.use_bias = validation.boolean("use_bias", use_bias)
+        self.kernel_initializer = validation.initializer(
+            "kernel_initializer",
+            "glorot_uniform" if kernel_initializer is None else kernel_initializer,
+        )
+        self.bias_initializer = validation.initializer(
+            "bias_initializer",
+            "zeros" if bias_initializer is None else bias_initializer,
+        )
+        self.kernel_regularizer = validation.regularizer(
+            "kernel_regularizer", kernel_regularizer
+        )
+        self.bias_regularizer = validation.regularizer(
+            "bias_regularizer", bias_regularizer
+        )
+        self.allow_kernel_norm = validation.boolean(
+            "allow_kernel_norm", allow_kernel_norm
+        )
+        self.kernel_norm_trainable = validation.boolean(
+            "kernel_norm_trainable", kernel_norm_trainable
+        )
+        self.inactive_relu_monitor = validation.boolean(
+            "inactive_relu_monitor", inactive_relu_monitor
+        )
         self.inactive_relu_monitor_decay = validation.in_range(
             "inactive_relu_monitor_decay",
             inactive_relu_monitor_decay,
@@ -153,6 +189,8 @@ class Dense(keras.layers.Layer):
                 initializer="zeros",
                 trainable=False,
             )
+        if isinstance(self.activation, keras.layers.Layer):
+            self.activation.build(tuple(input_shape[:-1]) + (self.units,))
 
     def effective_kernel(self) -> Any:
         """The kernel used in the matmul (weight-normalized when enabled)."""
@@ -161,6 +199,7 @@ class Dense(keras.layers.Layer):
         return numerics.weight_norm(self.kernel, self.kernel_norm)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
+        inputs = ops.cast(inputs, self.compute_dtype)
         outputs = ops.matmul(inputs, self.effective_kernel())
         if self.use_bias:
             outputs = outputs + self.bias
@@ -175,9 +214,12 @@ class Dense(keras.layers.Layer):
         inactive = ops.mean(ops.cast(outputs <= 0, "float32"), axis=axes)
         decay = self.inactive_relu_monitor_decay
         moving = self.inactive_relu_moving_avg
-        moving.assign(
-            (1.0 - decay) * moving.value + decay * ops.cast(inactive, moving.dtype)
+        updated = (1.0 - decay) * moving.value + decay * ops.cast(
+            inactive, moving.dtype
         )
+        # An empty batch (mean NaN) leaves the average as it is; a select, so
+        # the NaN never reaches the variable.
+        moving.assign(ops.where(ops.size(outputs) > 0, updated, moving.value))
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return tuple(input_shape[:-1]) + (self.units,)

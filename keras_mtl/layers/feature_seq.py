@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -17,13 +18,17 @@ from keras_mtl.layers.agru import static_rnn_with_attention
 from keras_mtl.layers.mlp import MLP
 
 InitializerLike = str | keras.initializers.Initializer | None
+RegularizerLike = str | keras.regularizers.Regularizer | None
+DIN_MODES = ("sum", "weight")
 
 
 def sequence_mask(mask: Any, keys: Any, name: str = "mask") -> Any | None:
     """Checks a `[B, T]` sequence mask against `keys` `[B, T, ...]`; bool or None.
 
     Keras passes a list of masks for list inputs; the last entry (the keys')
-    is used then. Numeric masks keep the positions with `mask >= 1`.
+    is used then. Numeric masks keep the positions with `mask >= 1` (the
+    reference library's rule, pinned by the DIN conformance spec): `0.5` is
+    padding, never a weight.
     """
     if isinstance(mask, (list, tuple)):
         mask = mask[-1]
@@ -44,6 +49,19 @@ def sequence_mask(mask: Any, keys: Any, name: str = "mask") -> Any | None:
     return ops.greater_equal(ops.cast(mask, "float32"), 1.0)
 
 
+def _input_shapes(layer: Any, input_shape: Any, expected: Any) -> list:
+    """The list of input shapes, with the count checked (`build` receives one
+    shape, not a list, for a single tensor)."""
+    is_list = (
+        isinstance(input_shape, (list, tuple))
+        and len(input_shape) > 0
+        and all(isinstance(s, (list, tuple)) for s in input_shape)
+    )
+    return validation.input_count(
+        layer, input_shape if is_list else [input_shape], expected
+    )
+
+
 def zero_padded(x: Any, mask: Any | None) -> Any:
     """`x` `[B, T, ...]` with padded steps set to 0 (so NaN/inf padding stays out)."""
     if mask is None:
@@ -61,13 +79,14 @@ class DIN(keras.layers.Layer):
     `z_t = [q, k_t, q - k_t, q * k_t]`, `w_t = MLP(z_t)` (raw scores, no
     softmax, as in the DIN paper); with `decay=True`, `w_t <- w_t / sqrt(H)`
     (a scaling by the key width, not a time decay). Padded positions
-    (`mask` false, or `< 1` for numeric masks) get `w_t = 0`, so a fully
-    padded row gives zeros. Padded keys are zeroed first, so NaN or inf
-    padding never reaches the outputs or the gradients.
+    (`mask` false, or `< 1` for numeric masks: a numeric mask is read as
+    real where `>= 1`, never as a weight) get `w_t = 0`, so a fully padded
+    row gives zeros. Padded keys are replaced by zeros with a select first,
+    so NaN or inf padding never reaches the outputs or the gradients.
 
     - `mode="sum"`: output `sum_t w_t * k_t`, `[B, H]`;
-    - any other mode: per-step weighting `w_t * k_t`, `[B, T, H]` (the keys'
-      mask is propagated).
+    - `mode="weight"`: per-step weighting `w_t * k_t`, `[B, T, H]` (the
+      keys' mask is propagated).
 
     The attention MLP (`compress_tower`) is a weight-normalized
     `keras_mtl.layers.MLP` with `output_dims=hidden_units`; `activation`
@@ -75,21 +94,26 @@ class DIN(keras.layers.Layer):
     linear, so **with the defaults the attention MLP is purely linear**.
 
     Args:
-        hidden_units: list of int; the last must be 1.
-        activation: hidden activation of the attention MLP; `None` is linear.
-            Defaults to `None`.
-        initializer: kernel initializer; `None` means `GlorotNormal`.
-            Defaults to `None`.
-        regularizer: kernel regularizer. Defaults to `None`.
-        mode: `"sum"` pools over steps; anything else weights each step.
+        hidden_units: int or non-empty list of positive int; the last must
+            be 1 (an int `n` means `[n]`, so only `1`).
+        activation: hidden activation of the attention MLP (a name, a
+            serialized dict or a callable); `None` is linear. Defaults to
+            `None`.
+        initializer: kernel initializer (a Keras initializer, its name or
+            its config); `None` means `GlorotNormal`. Defaults to `None`.
+        regularizer: kernel regularizer (a Keras regularizer, its name, its
+            config or `None`). Defaults to `None`.
+        mode: `"sum"` pools over steps, `"weight"` weights each step.
             Defaults to `"sum"`.
         decay: bool. Divide the scores by `sqrt(H)`. Defaults to `False`.
         **kwargs: Args to pass to the base class.
 
-    Call arguments: `inputs = [queries, keys]`; `mask` `[B, T]` (bool or
-    numeric) for the keys, optional.
+    Call arguments: `inputs = [queries, keys]`, exactly two tensors
+    (integer inputs are cast to the compute dtype); `mask` `[B, T]` (bool,
+    or numeric read as real where `>= 1`) for the keys, optional.
 
-    Input shape: `[(batch, H), (batch, T, H)]`.
+    Input shape: `[(batch, H), (batch, T, H)]`; after the first call,
+    another `H` raises a `ValueError`.
     Output shape: `(batch, H)` for `mode="sum"`, else `(batch, T, H)`.
 
     Weights: `compress_tower/dense_{i}/{kernel, kernel_norm, bias}`.
@@ -108,32 +132,36 @@ class DIN(keras.layers.Layer):
 
     def __init__(
         self,
-        hidden_units: list[int],
+        hidden_units: int | Sequence[int],
         activation: activations.ActivationLike = None,
         initializer: InitializerLike = None,
-        regularizer: str | keras.regularizers.Regularizer | None = None,
+        regularizer: RegularizerLike = None,
         mode: str = "sum",
         decay: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.hidden_units = validation.positive_int_list("hidden_units", hidden_units)
+        self.hidden_units = validation.positive_int_or_list(
+            "hidden_units", hidden_units
+        )
         if self.hidden_units[-1] != 1:
             raise ValueError(
                 "The last entry of `hidden_units` must be 1 (one score per "
                 f"step). Received: hidden_units={hidden_units!r}"
             )
-        if not isinstance(mode, str):
-            raise ValueError(f"`mode` must be a string. Received: mode={mode!r}")
-        self.activation = activations.get(
-            "linear" if activation is None else activation
+        self.activation = activations.get_named(
+            "activation", "linear" if activation is None else activation
         )
-        self.initializer = keras.initializers.get(
-            "glorot_normal" if initializer is None else initializer
+        self.initializer = validation.initializer(
+            "initializer", "glorot_normal" if initializer is None else initializer
         )
-        self.regularizer = keras.regularizers.get(regularizer)
-        self.mode = mode
-        self.decay = bool(decay)
+        self.regularizer = validation.regularizer("regularizer", regularizer)
+        # Any mode but "sum" used to mean per-step weighting, so a typo
+        # silently changed the output shape.
+        self.mode = validation.one_of("mode", mode, DIN_MODES)
+        self.decay = validation.boolean("decay", decay)
+        # The key width seen by `build`, checked again in `call`.
+        self._key_dim: int | None = None
         self.supports_masking = True
         self.compress_tower = MLP(
             self.hidden_units,
@@ -144,15 +172,6 @@ class DIN(keras.layers.Layer):
             name="compress_tower",
             dtype=self.dtype_policy,
         )
-
-    def _split(self, inputs: Any) -> tuple[Any, Any]:
-        inputs = validation.as_list(inputs)
-        if len(inputs) != 2:
-            raise ValueError(
-                "DIN expects inputs [queries (batch, H), keys (batch, T, H)]. "
-                f"Received: {len(inputs)} inputs"
-            )
-        return inputs[0], inputs[1]
 
     def _check_shapes(self, q_shape: Any, k_shape: Any) -> None:
         if len(q_shape) != 2 or len(k_shape) != 3:
@@ -167,13 +186,17 @@ class DIN(keras.layers.Layer):
             )
 
     def build(self, input_shape: Any) -> None:
-        q_shape, k_shape = input_shape
+        q_shape, k_shape = _input_shapes(self, input_shape, 2)
         self._check_shapes(q_shape, k_shape)
+        self._key_dim = k_shape[-1]
         self.compress_tower.build((*k_shape[:2], 4 * k_shape[-1]))
 
     def call(self, inputs: Any, mask: Any | None = None) -> Any:
-        queries, keys = self._split(inputs)
+        queries, keys = validation.input_count(self, inputs, 2)
         self._check_shapes(queries.shape, keys.shape)
+        validation.last_dim(self, "keys", keys.shape, self._key_dim)
+        queries = ops.cast(queries, self.compute_dtype)
+        keys = ops.cast(keys, self.compute_dtype)
         mask = sequence_mask(mask, keys)
         keys = zero_padded(keys, mask)
         q = ops.broadcast_to(ops.expand_dims(queries, 1), ops.shape(keys))
@@ -195,7 +218,7 @@ class DIN(keras.layers.Layer):
         return mask
 
     def compute_output_shape(self, input_shape: Any) -> Any:
-        _, k_shape = input_shape
+        _, k_shape = _input_shapes(self, input_shape, 2)
         if self.mode == "sum":
             return (k_shape[0], k_shape[-1])
         return tuple(k_shape)
@@ -229,33 +252,38 @@ class DIEN(keras.layers.Layer):
        gate is scaled by `a`, as in the DIEN paper). Output: the final state
        `s` `[B, U]`.
 
-    Masks: a padded step (`mask` false, or `< 1` for numeric masks) leaves the
+    Masks: a padded step (`mask` false, or `< 1` for numeric masks: a
+    numeric mask is read as real where `>= 1`, never as a weight) leaves the
     state of both recurrent passes unchanged and gets zero attention; a fully
     padded row gives zeros (no NaN, in values or gradients; padded keys are
-    zeroed first, so even NaN padding stays out). With
+    replaced by zeros with a select first, so even NaN padding stays out). With
     `return_extractor_states=True` the extractor states `h` (for the paper's
     auxiliary next-behaviour loss, computed by the caller) are returned too;
     at padded steps they repeat the last valid state.
 
     Args:
-        num_units: int. Width `U` of both recurrent states; the query width
-            must equal it.
+        num_units: positive int. Width `U` of both recurrent states; the
+            query width must equal it.
         att_type: `"AGRU"` or `"AUGRU"` (case-insensitive). Defaults to
             `"AGRU"`.
-        activation: candidate activation of both cells. Defaults to `"relu"`.
-        initializer: kernel initializer; `None` means `HeUniform`. Defaults
-            to `None`.
-        regularizer: kernel regularizer. Defaults to `None`.
+        activation: candidate activation of both cells (a name, a
+            serialized dict or a callable). Defaults to `"relu"`.
+        initializer: kernel initializer (a Keras initializer, its name or
+            its config); `None` means `HeUniform`. Defaults to `None`.
+        regularizer: kernel regularizer (a Keras regularizer, its name, its
+            config or `None`). Defaults to `None`.
         return_extractor_states: bool. Also return the extractor states
             `[B, T, U]`. Defaults to `False`.
         unroll: bool. Run the evolution with an unrolled Python loop (needs a
             static `T`) instead of `keras.ops.scan`. Defaults to `False`.
         **kwargs: Args to pass to the base class.
 
-    Call arguments: `inputs = [queries, keys]` or `[queries, keys, mask]`;
-    `mask` `[B, T]` (bool or numeric), optional.
+    Call arguments: `inputs = [queries, keys]` or `[queries, keys, mask]`
+    (integer queries and keys are cast to the compute dtype); `mask`
+    `[B, T]` (bool, or numeric read as real where `>= 1`), optional.
 
-    Input shape: `[(batch, U), (batch, T, E)]`.
+    Input shape: `[(batch, U), (batch, T, E)]`; after the first call,
+    another `E` raises a `ValueError`.
     Output shape: `(batch, U)`; with `return_extractor_states`,
     `[(batch, U), (batch, T, U)]`.
 
@@ -281,20 +309,24 @@ class DIEN(keras.layers.Layer):
         att_type: str = "AGRU",
         activation: activations.ActivationLike = "relu",
         initializer: InitializerLike = None,
-        regularizer: str | keras.regularizers.Regularizer | None = None,
+        regularizer: RegularizerLike = None,
         return_extractor_states: bool = False,
         unroll: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.num_units = validation.positive_int("num_units", num_units)
-        self.activation = activations.get(activation)
-        self.initializer = keras.initializers.get(
-            "he_uniform" if initializer is None else initializer
+        self.activation = activations.get_named("activation", activation)
+        self.initializer = validation.initializer(
+            "initializer", "he_uniform" if initializer is None else initializer
         )
-        self.regularizer = keras.regularizers.get(regularizer)
-        self.return_extractor_states = bool(return_extractor_states)
-        self.unroll = bool(unroll)
+        self.regularizer = validation.regularizer("regularizer", regularizer)
+        self.return_extractor_states = validation.boolean(
+            "return_extractor_states", return_extractor_states
+        )
+        self.unroll = validation.boolean("unroll", unroll)
+        # The key width seen by `build`, checked again in `call`.
+        self._key_dim: int | None = None
         self.supports_masking = True
         self.gru = keras.layers.GRU(
             self.num_units,
@@ -318,14 +350,9 @@ class DIEN(keras.layers.Layer):
         self.att_type = self.augru_cell.att_type
 
     def _split(self, inputs: Any, mask: Any) -> tuple[Any, Any, Any]:
-        inputs = validation.as_list(inputs)
+        inputs = validation.input_count(self, inputs, (2, 3))
         if len(inputs) == 3:
             inputs, mask = inputs[:2], inputs[2]
-        if len(inputs) != 2:
-            raise ValueError(
-                "DIEN expects inputs [queries (batch, U), keys (batch, T, E)] "
-                f"or [queries, keys, mask]. Received: {len(inputs)} inputs"
-            )
         return inputs[0], inputs[1], mask
 
     def _check_shapes(self, q_shape: Any, k_shape: Any) -> None:
@@ -344,10 +371,16 @@ class DIEN(keras.layers.Layer):
                 "DIEN needs a static key dimension. "
                 f"Received: keys.shape={tuple(k_shape)}"
             )
+        if self.unroll and k_shape[1] is None:
+            raise ValueError(
+                "DIEN with `unroll=True` needs a static number of steps T. "
+                f"Received: keys.shape={tuple(k_shape)}"
+            )
 
     def build(self, input_shape: Any) -> None:
-        q_shape, k_shape = input_shape[0], input_shape[1]
+        q_shape, k_shape = _input_shapes(self, input_shape, (2, 3))[:2]
         self._check_shapes(q_shape, k_shape)
+        self._key_dim = k_shape[-1]
         self.gru.build(tuple(k_shape))
         self.augru_cell.build((q_shape[0], self.num_units))
         self.attention_weight = self.add_weight(
@@ -360,6 +393,9 @@ class DIEN(keras.layers.Layer):
     def call(self, inputs: Any, mask: Any | None = None) -> Any:
         queries, keys, mask = self._split(inputs, mask)
         self._check_shapes(queries.shape, keys.shape)
+        validation.last_dim(self, "keys", keys.shape, self._key_dim)
+        queries = ops.cast(queries, self.compute_dtype)
+        keys = ops.cast(keys, self.compute_dtype)
         mask = sequence_mask(mask, keys)
         keys = zero_padded(keys, mask)
         states = self.gru(keys, mask=mask)
@@ -378,7 +414,7 @@ class DIEN(keras.layers.Layer):
         return None
 
     def compute_output_shape(self, input_shape: Any) -> Any:
-        q_shape, k_shape = input_shape[0], input_shape[1]
+        q_shape, k_shape = _input_shapes(self, input_shape, (2, 3))[:2]
         final = (q_shape[0], self.num_units)
         if self.return_extractor_states:
             return [final, (k_shape[0], k_shape[1], self.num_units)]
@@ -416,26 +452,32 @@ class DMR_U2I(keras.layers.Layer):  # noqa: N801 (reference class name)
     reference (and this layer by default) uses the linear `z^T c_t`.
     `use_tanh=True` gives the paper's form.
 
-    Padded steps (`mask` false, or `< 1` for numeric masks) get zero
-    attention; a fully padded row pools to zeros, so its output is
-    `act(b_d) * x`, independent of the padded values (which are zeroed first,
-    so NaN or inf padding stays out).
+    Padded steps (`mask` false, or `< 1` for numeric masks: a numeric mask
+    is read as real where `>= 1`, never as a weight) get zero attention; a
+    fully padded row pools to zeros, so its output is `act(b_d) * x`,
+    independent of the padded values (which are replaced by zeros with a
+    select first, so NaN or inf padding stays out).
 
     Args:
-        cmp_dim: int. Width of the attention space.
-        activation: activation after the dense projection. Defaults to
+        cmp_dim: positive int. Width of the attention space.
+        activation: activation after the dense projection (a name, a
+            serialized dict, a callable or `None` for linear). Defaults to
             `"PReLU"`.
         initializer: initializer of `pos_emb`, `emb_weight` and the dense
-            kernel. Defaults to `"glorot_uniform"`.
-        regularizer: regularizer of the same weights. Defaults to `None`.
+            kernel (a Keras initializer, its name or its config; `None`
+            means `"glorot_uniform"`). Defaults to `"glorot_uniform"`.
+        regularizer: regularizer of the same weights (a Keras regularizer,
+            its name, its config or `None`). Defaults to `None`.
         use_tanh: bool. Apply tanh to `c_t` (the paper's form). Defaults to
             `False`.
         **kwargs: Args to pass to the base class.
 
-    Call arguments: `inputs = [items, user_seq]`; `mask` `[B, T]` (bool or
-    numeric) for the sequence, optional.
+    Call arguments: `inputs = [items, user_seq]`, exactly two tensors
+    (integer inputs are cast to the compute dtype); `mask` `[B, T]` (bool,
+    or numeric read as real where `>= 1`) for the sequence, optional.
 
-    Input shape: `[(batch, Di), (batch, T, Du)]`, `T` and `Du` static.
+    Input shape: `[(batch, Di), (batch, T, Du)]`, `T` and `Du` static; after
+    the first call, another `T`, `Du` or `Di` raises a `ValueError`.
     Output shape: `(batch, Di)`.
 
     Weights: `pos_emb` `(T, cmp_dim)`, `emb_weight` `(Du, cmp_dim)`,
@@ -460,21 +502,26 @@ class DMR_U2I(keras.layers.Layer):  # noqa: N801 (reference class name)
         cmp_dim: int,
         activation: activations.ActivationLike = "PReLU",
         initializer: InitializerLike = "glorot_uniform",
-        regularizer: str | keras.regularizers.Regularizer | None = None,
+        regularizer: RegularizerLike = None,
         use_tanh: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.cmp_dim = validation.positive_int("cmp_dim", cmp_dim)
         self.activation = activations.clone(
-            activations.get(activation),
+            activations.get_named("activation", activation),
             name="dense_activation",
             dtype=self.dtype_policy,
         )
-        self.initializer = keras.initializers.get(initializer)
-        self.regularizer = keras.regularizers.get(regularizer)
-        self.use_tanh = bool(use_tanh)
+        # `None` is Keras's default for these weights, `"glorot_uniform"`.
+        self.initializer = validation.initializer(
+            "initializer", "glorot_uniform" if initializer is None else initializer
+        )
+        self.regularizer = validation.regularizer("regularizer", regularizer)
+        self.use_tanh = validation.boolean("use_tanh", use_tanh)
         self.supports_masking = True
+        # `(Di, T, Du)` seen by `build`, checked again in `call`.
+        self._built_dims: tuple[int, int, int] | None = None
 
     def _check_shapes(self, i_shape: Any, s_shape: Any) -> None:
         if len(i_shape) != 2 or len(s_shape) != 3:
@@ -494,10 +541,24 @@ class DMR_U2I(keras.layers.Layer):  # noqa: N801 (reference class name)
                 f"items.shape={tuple(i_shape)}, user_seq.shape={tuple(s_shape)}"
             )
 
+    def _check_built(self, i_shape: Any, s_shape: Any) -> None:
+        if self._built_dims is None:
+            return
+        items_dim, steps, width = self._built_dims
+        validation.last_dim(self, "items", i_shape, items_dim)
+        validation.last_dim(self, "user_seq", s_shape, width)
+        if s_shape[1] is not None and s_shape[1] != steps:
+            raise ValueError(
+                f"`DMR_U2I` (layer '{self.name}') expects user_seq with {steps} "
+                "steps (axis 1, the length of `pos_emb`), as it was built with. "
+                f"Received: user_seq of shape {tuple(s_shape)}"
+            )
+
     def build(self, input_shape: Any) -> None:
-        i_shape, s_shape = input_shape
+        i_shape, s_shape = _input_shapes(self, input_shape, 2)
         self._check_shapes(i_shape, s_shape)
         steps, width = int(s_shape[1]), int(s_shape[2])
+        self._built_dims = (int(i_shape[-1]), steps, width)
         self.pos_emb = self.add_weight(
             name="pos_emb",
             shape=(steps, self.cmp_dim),
@@ -528,14 +589,11 @@ class DMR_U2I(keras.layers.Layer):  # noqa: N801 (reference class name)
             self.activation.build((i_shape[0], int(i_shape[-1])))
 
     def call(self, inputs: Any, mask: Any | None = None) -> Any:
-        inputs = validation.as_list(inputs)
-        if len(inputs) != 2:
-            raise ValueError(
-                "DMR_U2I expects inputs [items (batch, Di), user_seq "
-                f"(batch, T, Du)]. Received: {len(inputs)} inputs"
-            )
-        items, seq = inputs
+        items, seq = validation.input_count(self, inputs, 2)
         self._check_shapes(items.shape, seq.shape)
+        self._check_built(items.shape, seq.shape)
+        items = ops.cast(items, self.compute_dtype)
+        seq = ops.cast(seq, self.compute_dtype)
         mask = sequence_mask(mask, seq)
         seq = zero_padded(seq, mask)
         c = ops.matmul(seq, self.emb_weight) + self.pos_emb + self.bias
@@ -553,7 +611,7 @@ class DMR_U2I(keras.layers.Layer):  # noqa: N801 (reference class name)
         return None
 
     def compute_output_shape(self, input_shape: Any) -> Any:
-        return tuple(input_shape[0])
+        return tuple(_input_shapes(self, input_shape, 2)[0])
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

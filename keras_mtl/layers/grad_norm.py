@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -43,19 +44,26 @@ class GradNorm(keras.layers.Layer):
     `keras_mtl.models.GradNormModel` wires both into `model.fit`.
 
     Args:
-        loss_names: list of str. One name per task; `n = len(loss_names)`.
-        scale: float >= 0. Coefficient of `gnorm_loss`. Defaults to `1.0`.
-        loss_pow: float > 0. Power of the absolute differences. Defaults to
-            `2.0`.
+        loss_names: non-empty list or tuple of distinct str. One name per
+            task; `n = len(loss_names)`.
+        scale: finite float >= 0. Coefficient of `gnorm_loss`. Defaults to
+            `1.0`.
+        loss_pow: finite float > 0. Power of the absolute differences.
+            Defaults to `2.0`.
         relative_diff: bool. Divide the differences by `avg + epsilon`.
             Defaults to `False`.
-        epsilon: float >= 0. Added to `avg` with `relative_diff`. Defaults to
+        epsilon: finite float > 0 (0 would divide by zero when all weighted
+            norms are 0). Added to `avg` with `relative_diff`. Defaults to
             `1e-06`.
         **kwargs: Args to pass to the base class.
 
+    Every argument is checked at construction: a wrong type or value raises a
+    `ValueError` naming the argument.
+
     Input: a list `[losses, grad_norms]`: `losses` and `grad_norms` each a
     list of `n` scalars or a `[n]` tensor (any tensor of `n` elements is
-    flattened). Another number of entries or elements raises a `ValueError`.
+    flattened). Another number of entries or elements raises a `ValueError`
+    naming the layer. Integer values are cast to the compute dtype.
 
     Output: the list `[gnorm_loss, weighted_loss]` of two scalars.
 
@@ -75,7 +83,7 @@ class GradNorm(keras.layers.Layer):
 
     def __init__(
         self,
-        loss_names: list[str],
+        loss_names: Sequence[str],
         scale: float = 1.0,
         loss_pow: float = 2.0,
         relative_diff: bool = False,
@@ -92,13 +100,16 @@ class GradNorm(keras.layers.Layer):
                 "`loss_names` must be a non-empty list of str. "
                 f"Received: loss_names={loss_names!r}"
             )
+        if len(set(loss_names)) != len(loss_names):
+            raise ValueError(
+                "`loss_names` must be distinct (one name per task). "
+                f"Received: loss_names={loss_names!r}"
+            )
         self.loss_names = list(loss_names)
-        self.scale = validation.in_range("scale", scale, 0.0, float("inf"))
-        self.loss_pow = validation.in_range(
-            "loss_pow", loss_pow, 0.0, float("inf"), low_inclusive=False
-        )
-        self.relative_diff = bool(relative_diff)
-        self.epsilon = validation.in_range("epsilon", epsilon, 0.0, float("inf"))
+        self.scale = validation.non_negative_float("scale", scale)
+        self.loss_pow = validation.positive_float("loss_pow", loss_pow)
+        self.relative_diff = validation.boolean("relative_diff", relative_diff)
+        self.epsilon = validation.positive_float("epsilon", epsilon)
 
     @property
     def num_tasks(self) -> int:
@@ -119,13 +130,7 @@ class GradNorm(keras.layers.Layer):
         return ops.softmax(self.grad_norm_weights)
 
     def call(self, inputs: Any) -> list[Any]:
-        inputs = validation.as_list(inputs)
-        if len(inputs) != 2:
-            raise ValueError(
-                "GradNorm expects the list `[losses, grad_norms]`. "
-                f"Received: inputs with {len(inputs)} entries"
-            )
-        losses, grad_norms = inputs
+        losses, grad_norms = validation.input_count(self, inputs, 2)
         losses = self._as_vector("losses", losses)
         norms = ops.stop_gradient(self._as_vector("grad_norms", grad_norms))
         weights = ops.cast(ops.softmax(self.grad_norm_weights), self.compute_dtype)
@@ -143,14 +148,23 @@ class GradNorm(keras.layers.Layer):
         n = self.num_tasks
         dtype = self.compute_dtype
         expected = (
-            f"Expected {n} {name} (one per name in `loss_names`): a list of {n} "
-            f"scalars or a [{n}] tensor."
+            f"`GradNorm` (layer '{self.name}'): Expected {n} {name} (one per "
+            f"name in `loss_names`): a list of {n} scalars or a [{n}] tensor."
         )
         if isinstance(values, (list, tuple)):
             if len(values) != n:
                 raise ValueError(
                     f"{expected} Received: `{name}` a list of {len(values)} entries"
                 )
+            values = [
+                v if hasattr(v, "shape") else ops.convert_to_tensor(v) for v in values
+            ]
+            for i, v in enumerate(values):
+                shape = tuple(v.shape)
+                if None not in shape and math.prod(shape) != 1:
+                    raise ValueError(
+                        f"{expected} Received: `{name}[{i}]` a tensor of shape {shape}"
+                    )
             return ops.stack([ops.reshape(ops.cast(v, dtype), ()) for v in values])
         values = ops.convert_to_tensor(values)
         try:

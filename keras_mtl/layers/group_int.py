@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -40,10 +41,18 @@ def _side_shape(name: str, shape: Any) -> tuple[int, int | None]:
     return shape[1], shape[2]
 
 
-def _stack(side: Any) -> Any:
+def _stack(side: Any, dtype: str) -> Any:
+    """One side as a `(batch, N, D)` tensor of `dtype` (fields are stacked)."""
     if isinstance(side, (list, tuple)):
-        return ops.stack(list(side), axis=1)
-    return side
+        return ops.stack([ops.cast(x, dtype) for x in side], axis=1)
+    return ops.cast(side, dtype)
+
+
+def _shapes(side: Any) -> Any:
+    """The shape of a tensor side, or the list of shapes of a list side."""
+    if isinstance(side, (list, tuple)):
+        return [tuple(x.shape) for x in side]
+    return tuple(side.shape)
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -73,17 +82,24 @@ class GroupInt(keras.layers.Layer):
         interaction_type: `"multiply"` or `"dot"`. Defaults to `"multiply"`.
         use_attention: bool. Scale pairs by an MLP score (multiply only).
             Defaults to `False`.
-        attention_units: list of int ending in `1`; required with
-            `use_attention`. Defaults to `None`.
-        activation: hidden activation of the attention MLP. Defaults to
-            `"relu"`.
-        initializer: kernel initializer of the attention MLP; `None` means
+        attention_units: int, non-empty list of int ending in `1`, or
+            `None`; required with `use_attention` (an int `n` means `[n]`,
+            so only `1`). Defaults to `None`.
+        activation: hidden activation of the attention MLP (a name, a
+            serialized dict, a callable or `None`). Defaults to `"relu"`.
+        initializer: kernel initializer of the attention MLP (a Keras
+            initializer, its name or its config); `None` means
             `"glorot_normal"`. Defaults to `None`.
-        regularizer: kernel regularizer of the attention MLP. Defaults to
+        regularizer: kernel regularizer of the attention MLP (a Keras
+            regularizer, its name, its config or `None`). Defaults to
             `None`.
         out_type: `"concat"`, `"stack"` or `None`. Defaults to `"concat"`.
         keep_list: bool. Wrap a tensor output in a list. Defaults to `False`.
         **kwargs: Args to pass to the base class.
+
+    Call arguments: `inputs = (left, right)`, exactly two sides sharing
+    `D`; integer inputs are cast to the compute dtype. After the first call,
+    another `D` raises a `ValueError`.
 
     Weights (with attention): `groupint_attention_mlp/dense_{i}/{kernel,
     kernel_norm, bias}`.
@@ -104,7 +120,7 @@ class GroupInt(keras.layers.Layer):
         self,
         interaction_type: str = "multiply",
         use_attention: bool = False,
-        attention_units: list[int] | None = None,
+        attention_units: int | Sequence[int] | None = None,
         activation: activations.ActivationLike = "relu",
         initializer: str | keras.initializers.Initializer | None = None,
         regularizer: str | keras.regularizers.Regularizer | None = None,
@@ -117,14 +133,14 @@ class GroupInt(keras.layers.Layer):
         self.interaction_type = validation.one_of(
             "interaction_type", interaction_type, INTERACTION_TYPES
         )
-        self.use_attention = bool(use_attention)
+        self.use_attention = validation.boolean("use_attention", use_attention)
         if self.use_attention and self.interaction_type != "multiply":
             raise ValueError(
                 "`use_attention=True` requires `interaction_type='multiply'`. "
                 f"Received: interaction_type={interaction_type!r}"
             )
         if attention_units is not None:
-            attention_units = validation.positive_int_list(
+            attention_units = validation.positive_int_or_list(
                 "attention_units", attention_units
             )
             if attention_units[-1] != 1:
@@ -138,11 +154,15 @@ class GroupInt(keras.layers.Layer):
                 "Received: attention_units=None"
             )
         self.attention_units = attention_units
-        self.activation = activations.get(activation)
-        self.initializer = keras.initializers.get(initializer or "glorot_normal")
-        self.regularizer = keras.regularizers.get(regularizer)
+        self.activation = activations.get_named("activation", activation)
+        self.initializer = validation.initializer(
+            "initializer", "glorot_normal" if initializer is None else initializer
+        )
+        self.regularizer = validation.regularizer("regularizer", regularizer)
         self.out_type = validation.one_of("out_type", out_type, merge.MERGE_TYPES)
-        self.keep_list = bool(keep_list)
+        self.keep_list = validation.boolean("keep_list", keep_list)
+        # The field width seen by `build`, checked again in `call`.
+        self._dim: int | None = None
         # Sub-layers are created here so their names (weight paths) are stable.
         self.attention_mlp = (
             MLP(
@@ -174,11 +194,17 @@ class GroupInt(keras.layers.Layer):
 
     def build(self, input_shape: Any) -> None:
         _, _, d = self._sides(input_shape)
+        self._dim = d
         if self.attention_mlp is not None:
             self.attention_mlp.build((None, None, d))
 
     def call(self, inputs: Any) -> Any:
-        left, right = _stack(inputs[0]), _stack(inputs[1])  # (B, L, D), (B, R, D)
+        sides = validation.input_count(self, inputs, 2)
+        # Shapes are checked again: `build` runs once, later calls may differ.
+        self._sides([_shapes(side) for side in sides])
+        # (B, L, D), (B, R, D); integer fields become floats on every backend.
+        left, right = (_stack(side, self.compute_dtype) for side in sides)
+        validation.last_dim(self, "left_fields", left.shape, self._dim)
         n_left, n_right, d = left.shape[1], right.shape[1], left.shape[2]
         if self.interaction_type == "dot":
             pairs = ops.matmul(left, ops.transpose(right, (0, 2, 1)))  # (B, L, R)

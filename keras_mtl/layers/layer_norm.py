@@ -7,6 +7,10 @@ from typing import Any
 import keras
 from keras import ops
 
+from keras_mtl import validation
+from keras_mtl.layers.dense import InitializerLike
+from keras_mtl.layers.dense import RegularizerLike
+
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
 class LayerNorm(keras.layers.Layer):
@@ -17,13 +21,16 @@ class LayerNorm(keras.layers.Layer):
     (Keras's `LayerNormalization` defaults to 1e-3).
 
     Args:
-        initializer: initializer for `gamma`. `None` means ones. Defaults to
-            `None`.
-        regularizer: regularizer for `gamma` and `beta`. Defaults to `None`.
-        epsilon: float. Added to the variance. Defaults to `1e-6`.
+        initializer: initializer for `gamma`: a Keras initializer, its name or
+            its config; `None` means ones. Defaults to `None`.
+        regularizer: regularizer for `gamma` and `beta`: a Keras regularizer,
+            its name, its config or `None`. Defaults to `None`.
+        epsilon: finite float > 0. Added to the variance. Defaults to `1e-6`.
         **kwargs: Args to pass to the base class.
 
-    Input shape: `(batch, ..., features)`. Output shape: same.
+    Input shape: `(batch, ..., features)`, with the `features` the layer was
+    built with (else a `ValueError`). Integer inputs are cast to the compute
+    dtype first. Output shape: same.
 
     Weights: `gamma` and `beta`, shape `(features,)`.
 
@@ -39,18 +46,18 @@ class LayerNorm(keras.layers.Layer):
 
     def __init__(
         self,
-        initializer: str | keras.initializers.Initializer | None = None,
-        regularizer: str | keras.regularizers.Regularizer | None = None,
+        initializer: InitializerLike = None,
+        regularizer: RegularizerLike = None,
         epsilon: float = 1e-6,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         # Passed args.
-        self.initializer = keras.initializers.get(initializer or "ones")
-        self.regularizer = keras.regularizers.get(regularizer)
-        if not epsilon > 0:
-            raise ValueError(f"`epsilon` must be positive. Received: epsilon={epsilon}")
-        self.epsilon = float(epsilon)
+        self.initializer = validation.initializer(
+            "initializer", "ones" if initializer is None else initializer
+        )
+        self.regularizer = validation.regularizer("regularizer", regularizer)
+        self.epsilon = validation.positive_float("epsilon", epsilon)
         # Other args.
         self.supports_masking = True
 
@@ -75,6 +82,8 @@ class LayerNorm(keras.layers.Layer):
         )
 
     def call(self, inputs: Any) -> Any:
+        validation.last_dim(self, "inputs", inputs.shape, self.gamma.shape[0])
+        inputs = ops.cast(inputs, self.compute_dtype)
         # Statistics in float32 at least: float16 variances underflow.
         dtype = inputs.dtype
         x = ops.cast(inputs, "float32") if self.compute_dtype == "float16" else inputs
@@ -84,6 +93,8 @@ class LayerNorm(keras.layers.Layer):
         return ops.cast(normalized, dtype) * self.gamma + self.beta
 
     def compute_output_shape(self, input_shape: Any) -> Any:
+        if self.built:  # Symbolic calls run this, not `call`.
+            validation.last_dim(self, "inputs", input_shape, self.gamma.shape[0])
         return input_shape
 
     def get_config(self) -> dict[str, Any]:

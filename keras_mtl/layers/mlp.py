@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import keras
+from keras import ops
 
 from keras_mtl import activations
 from keras_mtl import validation
 from keras_mtl.layers.dense import Dense
-
-InitializerLike = str | keras.initializers.Initializer | None
+from keras_mtl.layers.dense import InitializerLike
+from keras_mtl.layers.dense import RegularizerLike
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -33,12 +36,18 @@ class MLP(keras.layers.Layer):
     `keras_mtl.layers.Dense` for its formula.
 
     Args:
-        output_dims: list of int. Units of each `Dense` layer.
-        activations: activation, list of activations, or `None`. Defaults to
+        output_dims: positive int or non-empty list of positive ints. Units
+            of each `Dense` layer (an int means one layer).
+        activations: activation (name, serialized dict, Keras layer or
+            callable), a list or tuple of one activation per layer (entries
+            may be `None`), or `None`. Unknown names raise a `ValueError`.
+            Defaults to `None`.
+        initializers: kernel initializer (a Keras initializer, its name or
+            its config), or a list of at most `len(output_dims)` of them
+            (padded with `None`, which means `"glorot_uniform"`). Defaults to
             `None`.
-        initializers: kernel initializer, or a list (padded with `None`, which
-            means `"glorot_uniform"`). Defaults to `None`.
-        kernel_regularizer: regularizer for every kernel. Defaults to `None`.
+        kernel_regularizer: regularizer for every kernel (a Keras
+            regularizer, its name, its config or `None`). Defaults to `None`.
         use_weight_norm: bool. Weight-normalize every kernel. Defaults to
             `True`.
         use_learnable_weight_norm: bool. Train the weight-norm scales.
@@ -46,18 +55,31 @@ class MLP(keras.layers.Layer):
         use_bias: bool. Defaults to `True`.
         bias_regularizer: regularizer for every bias. Defaults to `None`.
         enable_batch_normalization: bool. Defaults to `False`.
-        batch_normalization_momentum: float. Defaults to `0.99`.
+        batch_normalization_momentum: finite float in [0, 1]. Defaults to
+            `0.99`.
         batch_normalization_renorm: bool. Defaults to `False`.
-        batch_normalization_renorm_clipping: dict or `None`. Defaults to `None`.
-        batch_normalization_renorm_momentum: float. Defaults to `0.99`.
+        batch_normalization_renorm_clipping: `None` or a dict with keys among
+            `"rmax"`, `"rmin"`, `"dmax"` (numbers >= 0, not NaN, `rmin <=
+            rmax`). Defaults to `None`.
+        batch_normalization_renorm_momentum: finite float in [0, 1].
+            Defaults to `0.99`.
         **kwargs: Args to pass to the base class.
 
-    Input shape: `(batch, ..., input_dim)`.
+    Every argument is checked at construction: a wrong type or value raises a
+    `ValueError` naming the argument.
+
+    Input shape: `(batch, ..., input_dim)`, with the `input_dim` the layer was
+    built with (else a `ValueError`). Integer inputs are cast to the compute
+    dtype first. A batch of size 0 gives an empty output; with a static
+    batch size of 0, `training=True` leaves the batch-norm moving statistics
+    as they are (they would become NaN).
     Output shape: `(batch, ..., output_dims[-1])`.
 
-    Weights: `dense_{i}/kernel`, `dense_{i}/kernel_norm`, `dense_{i}/bias`;
-    with batch normalization `batch_norm_in/*` and `batch_norm_{i}/*`
-    (`gamma`, `beta`, `moving_mean`, `moving_variance`) for hidden layers `i`.
+    Weights (all created by `build`): `dense_{i}/kernel`,
+    `dense_{i}/kernel_norm`, `dense_{i}/bias`; with batch normalization
+    `batch_norm_in/*` and `batch_norm_{i}/*` (`gamma`, `beta`, `moving_mean`,
+    `moving_variance`) for hidden layers `i`; layer activations' weights
+    under `activation_{i}/`, e.g. `activation_{i}/alpha` for `"prelu"`.
 
     Example:
 
@@ -69,14 +91,15 @@ class MLP(keras.layers.Layer):
 
     def __init__(
         self,
-        output_dims: list[int],
-        activations: activations.ActivationLike | list[Any] = None,
-        initializers: InitializerLike | list[InitializerLike] = None,
-        kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
+        output_dims: int | Sequence[int],
+        activations: activations.ActivationLike
+        | Sequence[activations.ActivationLike] = None,
+        initializers: InitializerLike | Sequence[InitializerLike] = None,
+        kernel_regularizer: RegularizerLike = None,
         use_weight_norm: bool = True,
         use_learnable_weight_norm: bool = True,
         use_bias: bool = True,
-        bias_regularizer: str | keras.regularizers.Regularizer | None = None,
+        bias_regularizer: RegularizerLike = None,
         enable_batch_normalization: bool = False,
         batch_normalization_momentum: float = 0.99,
         batch_normalization_renorm: bool = False,
@@ -86,22 +109,25 @@ class MLP(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         # Passed args.
-        self.output_dims = validation.positive_int_list("output_dims", output_dims)
+        self.output_dims = validation.positive_int_or_list("output_dims", output_dims)
         n = len(self.output_dims)
         self.activations = _resolve_activations(activations, n, self.dtype_policy)
         self.initializers = _resolve_initializers(initializers, n)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.use_weight_norm = bool(use_weight_norm)
-        self.use_learnable_weight_norm = bool(use_learnable_weight_norm)
-        self.use_bias = bool(use_bias)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.enable_batch_normalization = bool(enable_batch_normalization)
-        self.batch_normalization_momentum = float(batch_normalization_momentum)
-        self.batch_normalization_renorm = bool(batch_normalization_renorm)
-        self.batch_normalization_renorm_clipping = batch_normalization_renorm_clipping
-        self.batch_normalization_renorm_momentum = float(
-            batch_normalization_renorm_momentum
+        options = check_mlp_options(
+            kernel_regularizer=kernel_regularizer,
+            use_weight_norm=use_weight_norm,
+            use_learnable_weight_norm=use_learnable_weight_norm,
+            use_bias=use_bias,
+            bias_regularizer=bias_regularizer,
+            enable_batch_normalization=enable_batch_normalization,
+            batch_normalization_momentum=batch_normalization_momentum,
+            batch_normalization_renorm=batch_normalization_renorm,
+            batch_normalization_renorm_clipping=batch_normalization_renorm_clipping,
+            batch_normalization_renorm_momentum=batch_normalization_renorm_momentum,
         )
+        for name, value in options.items():
+            setattr(self, name, value)
+        self._input_dim: int | None = None  # Set by `build`.
         # Sub-layers are created here so their names (weight paths) are stable.
         self.batch_norm_in = self._batch_norm("batch_norm_in")
         self.dense_layers = []
@@ -145,6 +171,7 @@ class MLP(keras.layers.Layer):
                 f"Received: input_shape={input_shape}"
             )
         shape = tuple(input_shape)
+        self._input_dim = shape[-1]
         if self.batch_norm_in is not None:
             self.batch_norm_in.build(shape)
         for i, dense in enumerate(self.dense_layers):
@@ -157,7 +184,11 @@ class MLP(keras.layers.Layer):
                 act.build(shape)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        x = inputs
+        validation.last_dim(self, "inputs", inputs.shape, self._input_dim)
+        if training and inputs.shape[0] == 0:
+            # An empty batch has no statistics: batch norm would store NaN.
+            training = False
+        x = ops.cast(inputs, self.compute_dtype)
         if self.batch_norm_in is not None:
             x = self.batch_norm_in(x, training=training)
         for i, dense in enumerate(self.dense_layers):
@@ -173,6 +204,8 @@ class MLP(keras.layers.Layer):
         return self.dense_layers[index]
 
     def compute_output_shape(self, input_shape: Any) -> Any:
+        # Symbolic calls run this, not `call`.
+        validation.last_dim(self, "inputs", input_shape, self._input_dim)
         return tuple(input_shape[:-1]) + (self.output_dims[-1],)
 
     def get_config(self) -> dict[str, Any]:
@@ -207,6 +240,54 @@ MLP_OPTIONS = (
 )
 
 
+def check_mlp_options(**options: Any) -> dict[str, Any]:
+    """Validates the `MLP_OPTIONS` (all of them, by keyword), for `MLP` and
+    the layers that pass them on to their experts."""
+    if set(options) != set(MLP_OPTIONS):
+        raise TypeError(f"Expected the keywords {MLP_OPTIONS}. Got: {sorted(options)}")
+    checked = {}
+    for name in ("kernel_regularizer", "bias_regularizer"):
+        checked[name] = validation.regularizer(name, options[name])
+    for name in (
+        "use_weight_norm",
+        "use_learnable_weight_norm",
+        "use_bias",
+        "enable_batch_normalization",
+        "batch_normalization_renorm",
+    ):
+        checked[name] = validation.boolean(name, options[name])
+    for name in ("batch_normalization_momentum", "batch_normalization_renorm_momentum"):
+        checked[name] = validation.in_range(name, options[name], 0.0, 1.0)
+    checked["batch_normalization_renorm_clipping"] = _renorm_clipping(
+        options["batch_normalization_renorm_clipping"]
+    )
+    return {name: checked[name] for name in MLP_OPTIONS}
+
+
+def _renorm_clipping(value: Any) -> dict[str, float] | None:
+    name = "batch_normalization_renorm_clipping"
+    if value is None:
+        return None
+    expected = (
+        f"`{name}` must be None or a dict with keys among 'rmax', 'rmin', "
+        "'dmax' and values None or numbers >= 0 (not NaN), with rmin <= rmax."
+    )
+    if not isinstance(value, dict) or set(value) - {"rmax", "rmin", "dmax"}:
+        raise ValueError(f"{expected} Received: {name}={value!r}")
+    for v in value.values():
+        if v is not None and (
+            isinstance(v, bool)
+            or not isinstance(v, (int, float))
+            or math.isnan(v)
+            or v < 0
+        ):
+            raise ValueError(f"{expected} Received: {name}={value!r}")
+    rmin, rmax = value.get("rmin"), value.get("rmax")
+    if rmin is not None and rmax is not None and rmin > rmax:
+        raise ValueError(f"{expected} Received: {name}={value!r}")
+    return dict(value)
+
+
 def mlp_options(layer: Any) -> dict[str, Any]:
     """`layer`'s values of `MLP_OPTIONS`, as `MLP.__init__` takes them."""
     return {name: getattr(layer, name) for name in MLP_OPTIONS}
@@ -228,9 +309,9 @@ def _resolve_activations(spec: Any, n: int, dtype: Any) -> list[Any]:
                 "`activations` given as a list must have one entry per layer. "
                 f"Received: {len(spec)} activations for output_dims of length {n}"
             )
-        resolved = [activations.get(a) for a in spec]
+        resolved = [activations.get_named("activations", a) for a in spec]
     else:
-        hidden = activations.get("relu" if spec is None else spec)
+        hidden = activations.get_named("activations", "relu" if spec is None else spec)
         resolved = [hidden] * (n - 1) + [None]
     return [
         activations.clone(a, name=f"activation_{i}", dtype=dtype)
@@ -251,7 +332,7 @@ def _resolve_initializers(spec: Any, n: int) -> list[keras.initializers.Initiali
     # Deserialize each entry separately so seeded initializers are not shared.
     return [
         keras.initializers.get(
-            keras.initializers.serialize(keras.initializers.get(i))
+            keras.initializers.serialize(validation.initializer("initializers", i))
             if i is not None
             else "glorot_uniform"
         )

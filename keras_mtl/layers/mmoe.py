@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -12,10 +13,14 @@ from keras_mtl import activations
 from keras_mtl import gating
 from keras_mtl import numerics
 from keras_mtl import validation
+from keras_mtl.layers.dense import InitializerLike
+from keras_mtl.layers.dense import RegularizerLike
 from keras_mtl.layers.mlp import MLP
+from keras_mtl.layers.mlp import check_mlp_options
 from keras_mtl.layers.mlp import mlp_options
 from keras_mtl.layers.mlp import serialize_mlp_options
 from keras_mtl.layers.stacked_mlp import StackedMLP
+from keras_mtl.layers.stacked_mlp import check_expert_input
 from keras_mtl.layers.stacked_mlp import per_expert_initializers
 
 GATE_TYPES = ("softmax", "topk", "noise_topk")
@@ -62,24 +67,28 @@ class MMoE(keras.layers.Layer):
     in one matmul per layer; otherwise each expert is its own `MLP` `expert_{e}`.
 
     Args:
-        num_tasks: int. Number of tasks `T` (gates and outputs).
-        expert_output_dims: list of int (the same MLP for every expert) or a
-            list of lists of int (one MLP per expert; last dims must be
-            equal).
-        expert_activations: activation for every expert, or a list with one
-            activation per expert. `None` means linear experts.
-        expert_initializers: kernel initializer for every expert (a seeded
-            one gets seed `seed + e` for expert `e`, so experts differ), or a
-            list with one per expert. Defaults to `"glorot_uniform"`.
+        num_tasks: positive int. Number of tasks `T` (gates and outputs).
+        expert_output_dims: positive int or list of positive ints (the same
+            MLP for every expert; an int means one layer), or a list of such
+            lists (one MLP per expert; last dims must be equal).
+        expert_activations: activation for every expert (a name, serialized
+            dict, Keras layer or callable), or a list with one activation per
+            expert. `None` means linear experts. Unknown names raise a
+            `ValueError`.
+        expert_initializers: kernel initializer for every expert (a Keras
+            initializer, its name or its config; a seeded one gets seed
+            `seed + e` for expert `e`, so experts differ), or a list with one
+            per expert. Defaults to `"glorot_uniform"`.
         gate_type: one of `"softmax"`, `"topk"`, `"noise_topk"`. Defaults to
             `"softmax"`.
         top_k: int in `[1, num_experts]`. Experts kept by the top-k gates.
             Defaults to `1`.
-        num_experts: int or `None`. When `None`, inferred (in this order) from
-            the length of a list-of-lists `expert_output_dims`, of a list
-            `expert_activations`, of a list `expert_initializers`. Defaults
-            to `None`.
-        kernel_regularizer: regularizer for expert kernels. Defaults to `None`.
+        num_experts: positive int or `None`. When `None`, inferred (in this
+            order) from the length of a list-of-lists `expert_output_dims`,
+            of a list `expert_activations`, of a list `expert_initializers`.
+            Defaults to `None`.
+        kernel_regularizer: regularizer for expert kernels (a Keras
+            regularizer, its name, its config or `None`). Defaults to `None`.
         use_weight_norm: bool. Weight-normalize expert kernels. Defaults to
             `True`.
         use_learnable_weight_norm: bool. Train the weight-norm scales.
@@ -88,29 +97,37 @@ class MMoE(keras.layers.Layer):
         bias_regularizer: regularizer for expert biases. Defaults to `None`.
         enable_batch_normalization: bool. Batch norm in the experts (see
             `MLP`). Defaults to `False`.
-        batch_normalization_momentum: float. Defaults to `0.99`.
+        batch_normalization_momentum: finite float in [0, 1]. Defaults to
+            `0.99`.
         batch_normalization_renorm: bool. Defaults to `False`.
-        batch_normalization_renorm_clipping: dict or `None`. Defaults to `None`.
-        batch_normalization_renorm_momentum: float. Defaults to `0.99`.
-        balance_loss_weight: float >= 0. Coefficient of the CV² balance loss.
+        batch_normalization_renorm_clipping: `None` or a dict (see `MLP`).
+            Defaults to `None`.
+        batch_normalization_renorm_momentum: finite float in [0, 1].
+            Defaults to `0.99`.
+        balance_loss_weight: finite float >= 0. Coefficient of the CV²
+            balance loss. Defaults to `1.0`.
+        temperature: finite float > 0. Gate logits are divided by it.
             Defaults to `1.0`.
-        temperature: float > 0. Gate logits are divided by it. Defaults to
-            `1.0`.
         return_gates: bool. Also return the gates `[B, T, E]` as the last
             output. Defaults to `False`.
         seed: int or `None`. Seed of the gate noise (`"noise_topk"`).
             Defaults to `None`.
         **kwargs: Args to pass to the base class.
 
+    Every argument is checked at construction: a wrong type or value raises a
+    `ValueError` naming the argument.
+
     Input shape: `(batch, in)`, or a list `[(batch, in), (batch, gate_in)]`
-    (`[expert_input, gate_input]`).
+    (`[expert_input, gate_input]`), with the `in` and `gate_in` the layer was
+    built with; another rank, size or number of inputs raises a `ValueError`
+    naming the layer. Integer inputs are cast to the compute dtype first.
 
     Output shape: a list of `T` tensors `(batch, D)`, `D` the experts' last
     dim; with `return_gates`, followed by the gates `(batch, T, E)`.
 
-    Weights: `gate_weight` `[gate_in, T * E]` (zeros), `gate_noise`
-    `[gate_in, T * E]` (Glorot normal, `"noise_topk"` only), and the expert
-    weights (see above).
+    Weights (all created by `build`): `gate_weight` `[gate_in, T * E]`
+    (zeros), `gate_noise` `[gate_in, T * E]` (Glorot normal, `"noise_topk"`
+    only), and the expert weights (see above).
 
     Example:
 
@@ -128,19 +145,19 @@ class MMoE(keras.layers.Layer):
     def __init__(
         self,
         num_tasks: int,
-        expert_output_dims: list[int] | list[list[int]],
-        expert_activations: activations.ActivationLike | list[Any],
-        expert_initializers: str
-        | keras.initializers.Initializer
-        | list[Any] = "glorot_uniform",
+        expert_output_dims: int | Sequence[int] | Sequence[Sequence[int]],
+        expert_activations: activations.ActivationLike
+        | Sequence[activations.ActivationLike],
+        expert_initializers: InitializerLike
+        | Sequence[InitializerLike] = "glorot_uniform",
         gate_type: str = "softmax",
         top_k: int = 1,
         num_experts: int | None = None,
-        kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
+        kernel_regularizer: RegularizerLike = None,
         use_weight_norm: bool = True,
         use_learnable_weight_norm: bool = True,
         use_bias: bool = True,
-        bias_regularizer: str | keras.regularizers.Regularizer | None = None,
+        bias_regularizer: RegularizerLike = None,
         enable_batch_normalization: bool = False,
         batch_normalization_momentum: float = 0.99,
         batch_normalization_renorm: bool = False,
@@ -171,7 +188,7 @@ class MMoE(keras.layers.Layer):
             "expert_activations", expert_activations, self.num_experts
         )
         for act in self.expert_activations:
-            activations.get(act)  # Validates names early.
+            activations.get_named("expert_activations", act)  # Fails early.
         self.expert_activations = [
             a if a is None or isinstance(a, str) else activations.serialize(a)
             for a in self.expert_activations
@@ -181,11 +198,22 @@ class MMoE(keras.layers.Layer):
                 "expert_initializers", expert_initializers, self.num_experts
             )
             inits = [
-                keras.initializers.serialize(keras.initializers.get(i)) for i in inits
+                keras.initializers.serialize(
+                    validation.initializer("expert_initializers", i)
+                )
+                for i in inits
             ]
         else:
             # A seeded initializer gets seed + e for expert e (distinct experts).
-            inits = per_expert_initializers(expert_initializers, self.num_experts)
+            inits = per_expert_initializers(
+                validation.initializer(
+                    "expert_initializers",
+                    "glorot_uniform"
+                    if expert_initializers is None
+                    else expert_initializers,
+                ),
+                self.num_experts,
+            )
         self.expert_initializers = [keras.initializers.get(i) for i in inits]
         self.top_k = validation.positive_int("top_k", top_k)
         if self.top_k > self.num_experts:
@@ -193,27 +221,29 @@ class MMoE(keras.layers.Layer):
                 "`top_k` must not exceed the number of experts. "
                 f"Received: top_k={self.top_k} with num_experts={self.num_experts}"
             )
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.use_weight_norm = bool(use_weight_norm)
-        self.use_learnable_weight_norm = bool(use_learnable_weight_norm)
-        self.use_bias = bool(use_bias)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.enable_batch_normalization = bool(enable_batch_normalization)
-        self.batch_normalization_momentum = float(batch_normalization_momentum)
-        self.batch_normalization_renorm = bool(batch_normalization_renorm)
-        self.batch_normalization_renorm_clipping = batch_normalization_renorm_clipping
-        self.batch_normalization_renorm_momentum = float(
-            batch_normalization_renorm_momentum
+        # The expert options, as `MLP` checks them (same names).
+        options = check_mlp_options(
+            kernel_regularizer=kernel_regularizer,
+            use_weight_norm=use_weight_norm,
+            use_learnable_weight_norm=use_learnable_weight_norm,
+            use_bias=use_bias,
+            bias_regularizer=bias_regularizer,
+            enable_batch_normalization=enable_batch_normalization,
+            batch_normalization_momentum=batch_normalization_momentum,
+            batch_normalization_renorm=batch_normalization_renorm,
+            batch_normalization_renorm_clipping=batch_normalization_renorm_clipping,
+            batch_normalization_renorm_momentum=batch_normalization_renorm_momentum,
         )
-        self.balance_loss_weight = validation.in_range(
-            "balance_loss_weight", balance_loss_weight, 0.0, float("inf")
+        for name, value in options.items():
+            setattr(self, name, value)
+        self.balance_loss_weight = validation.non_negative_float(
+            "balance_loss_weight", balance_loss_weight
         )
-        self.temperature = validation.in_range(
-            "temperature", temperature, 0.0, float("inf"), low_inclusive=False
-        )
-        self.return_gates = bool(return_gates)
-        self.seed = seed
+        self.temperature = validation.positive_float("temperature", temperature)
+        self.return_gates = validation.boolean("return_gates", return_gates)
+        self.seed = validation.seed("seed", seed)
         # Other args.
+        self._input_dims: tuple[int | None, int | None] = (None, None)  # `build`
         self.seed_generator = keras.random.SeedGenerator(seed)
         mlp_kwargs = {**mlp_options(self), "dtype": self.dtype_policy}
         # A single activation per expert: hidden layers use it, the last layer
@@ -276,6 +306,7 @@ class MMoE(keras.layers.Layer):
                     f"dimension. Received: {name} shape={shape}"
                 )
         gate_in = gate_shape[-1]
+        self._input_dims = (expert_shape[-1], gate_in)
         gate_units = self.num_tasks * self.num_experts
         self.gate_weight = self.add_weight(
             name="gate_weight",
@@ -319,14 +350,12 @@ class MMoE(keras.layers.Layer):
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         if isinstance(inputs, (list, tuple)):
-            if len(inputs) != 2:
-                raise ValueError(
-                    "`MMoE` takes one input or a list `[expert_input, gate_input]`. "
-                    f"Received: {len(inputs)} inputs"
-                )
-            expert_input, gate_input = inputs
+            expert_input, gate_input = validation.input_count(self, inputs, 2)
         else:
             expert_input = gate_input = inputs
+        self._check_shapes(expert_input.shape, gate_input.shape)
+        expert_input = ops.cast(expert_input, self.compute_dtype)
+        gate_input = ops.cast(gate_input, self.compute_dtype)
         # Expert-major [E, B, D]: the stacked experts' batched matmuls produce
         # it, and mixing from it skips a transpose of the expert outputs (and
         # of their gradient): MMoE step (B=2048, D=512, E=8, [256, 128]) on
@@ -349,8 +378,20 @@ class MMoE(keras.layers.Layer):
             outputs.append(gates)
         return outputs
 
+    def _check_shapes(self, expert_shape: Any, gate_shape: Any) -> None:
+        check_expert_input(self, "expert_input", expert_shape, self._input_dims[0])
+        check_expert_input(self, "gate_input", gate_shape, self._input_dims[1])
+        a, b = expert_shape[0], gate_shape[0]
+        if a is not None and b is not None and a != b:
+            raise ValueError(
+                f"`MMoE` (layer '{self.name}') expects `expert_input` and "
+                "`gate_input` with the same batch size. Received: shapes "
+                f"{tuple(expert_shape)} and {tuple(gate_shape)}"
+            )
+
     def compute_output_shape(self, input_shape: Any) -> Any:
-        expert_shape, _ = self._split_shapes(input_shape)
+        expert_shape, gate_shape = self._split_shapes(input_shape)
+        self._check_shapes(expert_shape, gate_shape)  # Symbolic calls skip `call`.
         batch = expert_shape[0]
         shapes = [(batch, self.output_dim) for _ in range(self.num_tasks)]
         if self.return_gates:
@@ -425,8 +466,10 @@ def _infer_num_experts(
 
 def _resolve_dims(dims: Any, num_experts: int, per_expert: bool) -> list[list[int]]:
     if not per_expert:
-        return [validation.positive_int_list("expert_output_dims", dims)] * num_experts
-    resolved = [validation.positive_int_list("expert_output_dims", d) for d in dims]
+        return [
+            validation.positive_int_or_list("expert_output_dims", dims)
+        ] * num_experts
+    resolved = [validation.positive_int_or_list("expert_output_dims", d) for d in dims]
     if not _all_equal([d[-1] for d in resolved]):
         raise ValueError(
             "Every expert must end with the same output dimension. "

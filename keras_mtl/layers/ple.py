@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -9,10 +10,11 @@ from keras import ops
 
 from keras_mtl import activations
 from keras_mtl import validation
+from keras_mtl.layers.dense import InitializerLike
+from keras_mtl.layers.dense import RegularizerLike
 from keras_mtl.layers.stacked_mlp import StackedMLP
+from keras_mtl.layers.stacked_mlp import check_expert_input
 from keras_mtl.layers.stacked_mlp import per_expert_initializers
-
-InitializerLike = str | keras.initializers.Initializer | None
 
 
 def _task_expert_counts(value: Any, num_tasks: int) -> list[int]:
@@ -55,23 +57,26 @@ class CGC(keras.layers.Layer):
     ..., task `T-1`'s experts, shared experts, and run in one `einsum`.
 
     Args:
-        num_tasks: int. Number of tasks `T`.
-        expert_output_dims: list of int. Units of each expert layer.
-        num_task_experts: int, or list of `T` ints. Experts per task.
-            Defaults to `1`.
-        num_shared_experts: int. Shared experts. Defaults to `1`.
-        expert_activations: activation, or a list with one per expert layer
-            (see `MLP`). Defaults to `"relu"`.
-        expert_initializers: kernel initializer of every expert (a seeded one
-            gets seed `seed + e` for expert `e`). Defaults to
-            `"glorot_uniform"`.
-        kernel_regularizer: regularizer for expert kernels. Defaults to `None`.
+        num_tasks: positive int. Number of tasks `T`.
+        expert_output_dims: positive int or list of positive ints. Units of
+            each expert layer (an int means one layer).
+        num_task_experts: positive int (the same for every task), or a list
+            of `T` positive ints. Experts per task. Defaults to `1`.
+        num_shared_experts: positive int. Shared experts. Defaults to `1`.
+        expert_activations: activation (a name, serialized dict, Keras layer
+            or callable), or a list with one per expert layer (see `MLP`).
+            Unknown names raise a `ValueError`. Defaults to `"relu"`.
+        expert_initializers: kernel initializer of every expert (a Keras
+            initializer, its name or its config; a seeded one gets seed
+            `seed + e` for expert `e`). Defaults to `"glorot_uniform"`.
+        kernel_regularizer: regularizer for expert kernels (a Keras
+            regularizer, its name, its config or `None`). Defaults to `None`.
         use_weight_norm: bool. Defaults to `True`.
         use_learnable_weight_norm: bool. Defaults to `True`.
         use_bias: bool. Defaults to `True`.
         bias_regularizer: regularizer for expert biases. Defaults to `None`.
-        temperature: float > 0. Gate logits are divided by it. Defaults to
-            `1.0`.
+        temperature: finite float > 0. Gate logits are divided by it.
+            Defaults to `1.0`.
         shared_output: bool. Also return the shared-gate output. Defaults to
             `False`.
         return_gates: bool. Also return the gates `[B, T (+1), E]` (zeros at
@@ -79,11 +84,18 @@ class CGC(keras.layers.Layer):
             `False`.
         **kwargs: Args to pass to the base class.
 
+    Every argument is checked at construction: a wrong type or value raises a
+    `ValueError` naming the argument. At call time, inputs of another rank,
+    feature size (than the layer was built with) or number raise a
+    `ValueError` naming the layer; integer inputs are cast to the compute
+    dtype first.
+
     Output: a list of `T` tensors `(batch, D)`, then the shared output
     `(batch, D)` with `shared_output`, then the gates with `return_gates`.
 
-    Weights: `experts/dense_{i}/{kernel,kernel_norm,bias}`, `task_gate_{t}`
-    `[in, m_t + m_s]`, `shared_gate` `[in, E]` (with `shared_output`).
+    Weights (all created by `build`): `experts/dense_{i}/{kernel,kernel_norm,
+    bias}`, `task_gate_{t}` `[in, m_t + m_s]`, `shared_gate` `[in, E]` (with
+    `shared_output`).
 
     Example:
 
@@ -100,16 +112,17 @@ class CGC(keras.layers.Layer):
     def __init__(
         self,
         num_tasks: int,
-        expert_output_dims: list[int],
-        num_task_experts: int | list[int] = 1,
+        expert_output_dims: int | Sequence[int],
+        num_task_experts: int | Sequence[int] = 1,
         num_shared_experts: int = 1,
-        expert_activations: activations.ActivationLike | list[Any] = "relu",
+        expert_activations: activations.ActivationLike
+        | Sequence[activations.ActivationLike] = "relu",
         expert_initializers: InitializerLike = "glorot_uniform",
-        kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
+        kernel_regularizer: RegularizerLike = None,
         use_weight_norm: bool = True,
         use_learnable_weight_norm: bool = True,
         use_bias: bool = True,
-        bias_regularizer: str | keras.regularizers.Regularizer | None = None,
+        bias_regularizer: RegularizerLike = None,
         temperature: float = 1.0,
         shared_output: bool = False,
         return_gates: bool = False,
@@ -118,7 +131,7 @@ class CGC(keras.layers.Layer):
         super().__init__(**kwargs)
         # Passed args.
         self.num_tasks = validation.positive_int("num_tasks", num_tasks)
-        self.expert_output_dims = validation.positive_int_list(
+        self.expert_output_dims = validation.positive_int_or_list(
             "expert_output_dims", expert_output_dims
         )
         self.num_task_experts = _task_expert_counts(num_task_experts, self.num_tasks)
@@ -137,26 +150,32 @@ class CGC(keras.layers.Layer):
         else:
             acts = expert_activations
         for act in acts if isinstance(acts, list) else [acts]:
-            activations.get(act)  # Validates names early.
+            activations.get_named("expert_activations", act)  # Fails early.
         self.expert_activations = (
             [_serialize_activation(a) for a in acts]
             if isinstance(acts, list)
             else _serialize_activation(acts)
         )
-        self.expert_initializers = keras.initializers.get(
-            expert_initializers or "glorot_uniform"
+        self.expert_initializers = validation.initializer(
+            "expert_initializers",
+            "glorot_uniform" if expert_initializers is None else expert_initializers,
         )
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.use_weight_norm = bool(use_weight_norm)
-        self.use_learnable_weight_norm = bool(use_learnable_weight_norm)
-        self.use_bias = bool(use_bias)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.temperature = validation.in_range(
-            "temperature", temperature, 0.0, float("inf"), low_inclusive=False
+        self.kernel_regularizer = validation.regularizer(
+            "kernel_regularizer", kernel_regularizer
         )
-        self.shared_output = bool(shared_output)
-        self.return_gates = bool(return_gates)
+        self.use_weight_norm = validation.boolean("use_weight_norm", use_weight_norm)
+        self.use_learnable_weight_norm = validation.boolean(
+            "use_learnable_weight_norm", use_learnable_weight_norm
+        )
+        self.use_bias = validation.boolean("use_bias", use_bias)
+        self.bias_regularizer = validation.regularizer(
+            "bias_regularizer", bias_regularizer
+        )
+        self.temperature = validation.positive_float("temperature", temperature)
+        self.shared_output = validation.boolean("shared_output", shared_output)
+        self.return_gates = validation.boolean("return_gates", return_gates)
         # Other args.
+        self._input_dim: int | None = None  # Set by `build`.
         self.num_experts = sum(self.num_task_experts) + self.num_shared_experts
         self.offsets = [sum(self.num_task_experts[:t]) for t in range(self.num_tasks)]
         self.shared_offset = sum(self.num_task_experts)
@@ -218,6 +237,7 @@ class CGC(keras.layers.Layer):
     def build(self, input_shape: Any) -> None:
         shapes = self._input_shapes(input_shape)
         input_dim = shapes[0][-1]
+        self._input_dim = input_dim
         self.task_gates = [
             self.add_weight(
                 name=f"task_gate_{t}",
@@ -242,16 +262,8 @@ class CGC(keras.layers.Layer):
         return ops.softmax(logits, axis=-1)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        if isinstance(inputs, (list, tuple)):
-            groups = list(inputs)
-            if len(groups) != self.num_tasks + 1:
-                raise ValueError(
-                    "`CGC` takes one input or a list of `num_tasks + 1` inputs "
-                    "[task_0, ..., task_{T-1}, shared]. Received: "
-                    f"{len(groups)} inputs with num_tasks={self.num_tasks}"
-                )
-        else:
-            groups = [inputs] * (self.num_tasks + 1)
+        groups = _check_groups(self, inputs, self.num_tasks, self._input_dim)
+        groups = [ops.cast(x, self.compute_dtype) for x in groups]
         counts = self.num_task_experts + [self.num_shared_experts]
         # [B, E, in]: each expert reads its group's input.
         expert_inputs = ops.concatenate(
@@ -300,7 +312,9 @@ class CGC(keras.layers.Layer):
         return ops.concatenate(parts, axis=1)
 
     def compute_output_shape(self, input_shape: Any) -> Any:
-        batch = self._input_shapes(input_shape)[0][0]
+        shapes = self._input_shapes(input_shape)
+        _check_group_shapes(self, shapes, self._input_dim)  # Symbolic: no `call`.
+        batch = shapes[0][0]
         n = self.num_tasks + int(self.shared_output)
         shapes = [(batch, self.output_dim) for _ in range(n)]
         if self.return_gates:
@@ -334,6 +348,31 @@ class CGC(keras.layers.Layer):
         return config
 
 
+def _check_groups(
+    layer: Any, inputs: Any, num_tasks: int, input_dim: int | None
+) -> list[Any]:
+    """The `num_tasks + 1` group inputs, checked (count, rank, feature size)."""
+    if isinstance(inputs, (list, tuple)):
+        groups = validation.input_count(layer, inputs, num_tasks + 1)
+        names = [f"inputs[{i}]" for i in range(num_tasks + 1)]
+    else:
+        groups = [inputs] * (num_tasks + 1)
+        names = ["inputs"] * (num_tasks + 1)
+    _check_group_shapes(layer, [x.shape for x in groups], input_dim, names)
+    return groups
+
+
+def _check_group_shapes(
+    layer: Any,
+    shapes: list[Any],
+    input_dim: int | None,
+    names: list[str] | None = None,
+) -> None:
+    names = names or [f"inputs[{i}]" for i in range(len(shapes))]
+    for name, shape in zip(names, shapes, strict=True):
+        check_expert_input(layer, name, shape, input_dim)
+
+
 def _serialize_activation(act: Any) -> Any:
     return (
         act
@@ -354,13 +393,16 @@ class PLE(keras.layers.Layer):
     the last level returns the `T` task outputs only.
 
     Args:
-        num_tasks: int. Number of tasks `T`.
-        expert_output_dims: list of int (the same experts at every level) or
-            a list of `num_levels` lists (one per level).
-        num_levels: int. Number of extraction levels. Defaults to `2`.
-        num_task_experts: int, or list of `T` ints. Experts per task and
-            level. Defaults to `1`.
-        num_shared_experts: int. Shared experts per level. Defaults to `1`.
+        num_tasks: positive int. Number of tasks `T`.
+        expert_output_dims: positive int or list of positive ints (the same
+            experts at every level), or a list of `num_levels` such lists
+            (one per level).
+        num_levels: positive int. Number of extraction levels. Defaults to
+            `2`.
+        num_task_experts: positive int, or list of `T` positive ints. Experts
+            per task and level. Defaults to `1`.
+        num_shared_experts: positive int. Shared experts per level. Defaults
+            to `1`.
         expert_activations: activation, or a list with one per expert layer
             (see `MLP`). Defaults to `"relu"`.
         expert_initializers: kernel initializer of every expert. Defaults to
@@ -370,13 +412,16 @@ class PLE(keras.layers.Layer):
         use_learnable_weight_norm: bool. Defaults to `True`.
         use_bias: bool. Defaults to `True`.
         bias_regularizer: regularizer for expert biases. Defaults to `None`.
-        temperature: float > 0. Gate temperature at every level. Defaults to
-            `1.0`.
+        temperature: finite float > 0. Gate temperature at every level.
+            Defaults to `1.0`.
         return_gates: bool. Also return every level's gates, after the task
             outputs. Level `j`'s are `[B, T + 1, E_j]` (the task gates, then
             the shared gate; zeros at the experts a gate does not see, see
             `CGC`), the last level's `[B, T, E]`. Defaults to `False`.
         **kwargs: Args to pass to the base class.
+
+    Every argument is checked at construction (`ValueError` naming it); call
+    inputs as in `CGC`, with errors naming this layer.
 
     Input shape: `(batch, in)`, or a list of `T + 1` tensors (see `CGC`).
     Output shape: a list of `T` tensors `(batch, D)`, `D` the last level's
@@ -400,27 +445,30 @@ class PLE(keras.layers.Layer):
     def __init__(
         self,
         num_tasks: int,
-        expert_output_dims: list[int] | list[list[int]],
+        expert_output_dims: int | Sequence[int] | Sequence[Sequence[int]],
         num_levels: int = 2,
-        num_task_experts: int | list[int] = 1,
+        num_task_experts: int | Sequence[int] = 1,
         num_shared_experts: int = 1,
-        expert_activations: activations.ActivationLike | list[Any] = "relu",
+        expert_activations: activations.ActivationLike
+        | Sequence[activations.ActivationLike] = "relu",
         expert_initializers: InitializerLike = "glorot_uniform",
-        kernel_regularizer: str | keras.regularizers.Regularizer | None = None,
+        kernel_regularizer: RegularizerLike = None,
         use_weight_norm: bool = True,
         use_learnable_weight_norm: bool = True,
         use_bias: bool = True,
-        bias_regularizer: str | keras.regularizers.Regularizer | None = None,
+        bias_regularizer: RegularizerLike = None,
         temperature: float = 1.0,
         return_gates: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.num_tasks = validation.positive_int("num_tasks", num_tasks)
-        self.return_gates = bool(return_gates)
+        self.return_gates = validation.boolean("return_gates", return_gates)
         self.num_levels = validation.positive_int("num_levels", num_levels)
-        if isinstance(expert_output_dims, (list, tuple)) and all(
-            isinstance(d, (list, tuple)) for d in expert_output_dims
+        if (
+            isinstance(expert_output_dims, (list, tuple))
+            and expert_output_dims
+            and all(isinstance(d, (list, tuple)) for d in expert_output_dims)
         ):
             if len(expert_output_dims) != self.num_levels:
                 raise ValueError(
@@ -429,12 +477,14 @@ class PLE(keras.layers.Layer):
                     f"expert_output_dims with num_levels={self.num_levels}"
                 )
             dims = [
-                validation.positive_int_list("expert_output_dims", d)
+                validation.positive_int_or_list("expert_output_dims", d)
                 for d in expert_output_dims
             ]
         else:
             dims = [
-                validation.positive_int_list("expert_output_dims", expert_output_dims)
+                validation.positive_int_or_list(
+                    "expert_output_dims", expert_output_dims
+                )
             ] * self.num_levels
         self.expert_output_dims = dims
         self.levels = [
@@ -458,6 +508,7 @@ class PLE(keras.layers.Layer):
             )
             for j in range(self.num_levels)
         ]
+        self._input_dim: int | None = None  # Set by `build`.
         first = self.levels[0]
         self.num_task_experts = first.num_task_experts
         self.num_shared_experts = first.num_shared_experts
@@ -472,12 +523,15 @@ class PLE(keras.layers.Layer):
 
     def build(self, input_shape: Any) -> None:
         shape = input_shape
+        self._input_dim = self.levels[0]._input_shapes(input_shape)[0][-1]
         for j, level in enumerate(self.levels):
             level.build(shape)
             batch = level._input_shapes(shape)[0][0]
             shape = [(batch, self.expert_output_dims[j][-1])] * (self.num_tasks + 1)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
+        # Checked here too, so that errors name this layer, not `level_0`.
+        _check_groups(self, inputs, self.num_tasks, self._input_dim)
         x, gates = inputs, []
         for level in self.levels:
             x = level(x, training=training)
@@ -487,7 +541,9 @@ class PLE(keras.layers.Layer):
         return list(x) + gates
 
     def compute_output_shape(self, input_shape: Any) -> Any:
-        batch = self.levels[0]._input_shapes(input_shape)[0][0]
+        in_shapes = self.levels[0]._input_shapes(input_shape)
+        _check_group_shapes(self, in_shapes, self._input_dim)  # Symbolic: no `call`.
+        batch = in_shapes[0][0]
         shapes = [
             (batch, self.expert_output_dims[-1][-1]) for _ in range(self.num_tasks)
         ]

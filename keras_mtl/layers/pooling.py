@@ -20,8 +20,8 @@ class _ListPooling(keras.layers.Layer):
     def _check(self, shapes: list[tuple[int | None, ...]]) -> None:
         if not shapes:
             raise ValueError(
-                f"`{type(self).__name__}` expects a non-empty list of tensors. "
-                "Received: an empty list"
+                f"`{type(self).__name__}` (layer '{self.name}') expects a "
+                "non-empty list of tensors. Received: an empty list"
             )
         first = tuple(shapes[0])
         for i, shape in enumerate(shapes[1:], start=1):
@@ -30,7 +30,8 @@ class _ListPooling(keras.layers.Layer):
                 for a, b in zip(first, shape, strict=True)
             ):
                 raise ValueError(
-                    f"`{type(self).__name__}` expects tensors of identical shape. "
+                    f"`{type(self).__name__}` (layer '{self.name}') expects "
+                    "tensors of identical shape. "
                     f"Received: shape {first} at index 0 and {tuple(shape)} at "
                     f"index {i}"
                 )
@@ -57,8 +58,10 @@ class _ListPooling(keras.layers.Layer):
 class SumPooling(_ListPooling):
     """Element-wise sum of a list of tensors: `y = sum_i x_i`.
 
-    Input: a list or tuple of N >= 1 tensors of identical shape `S`.
-    Output: one tensor of shape `S`. No weights.
+    Input: a list or tuple of N >= 1 tensors of identical shape `S` (any
+    batch size, 0 included). Output: one tensor of shape `S`. No weights.
+    Integer inputs give an integer sum on every backend; a list of mixed
+    dtypes is promoted to a common one (`keras.ops.stack`).
 
     Args:
         **kwargs: Args to pass to the base class.
@@ -78,8 +81,10 @@ class SumPooling(_ListPooling):
 class AvgPooling(_ListPooling):
     """Element-wise mean of a list of tensors: `y = (1/N) sum_i x_i`.
 
-    Input: a list or tuple of N >= 1 tensors of identical shape `S`.
-    Output: one tensor of shape `S`. No weights.
+    Input: a list or tuple of N >= 1 tensors of identical shape `S` (any
+    batch size, 0 included). Output: one tensor of shape `S`. No weights.
+    The mean of N >= 2 integer tensors is a float on every backend (a
+    one-element list is returned unchanged, by every pooling layer).
 
     Args:
         **kwargs: Args to pass to the base class.
@@ -99,8 +104,10 @@ class AvgPooling(_ListPooling):
 class MaxPooling(_ListPooling):
     """Element-wise maximum of a list of tensors: `y = max_i x_i`.
 
-    Input: a list or tuple of N >= 1 tensors of identical shape `S`.
-    Output: one tensor of shape `S`. No weights.
+    Input: a list or tuple of N >= 1 tensors of identical shape `S` (any
+    batch size, 0 included). Output: one tensor of shape `S`. No weights.
+    Integer inputs give an integer maximum on every backend; a list of
+    mixed dtypes is promoted to a common one (`keras.ops.stack`).
 
     Args:
         **kwargs: Args to pass to the base class.
@@ -113,4 +120,8 @@ class MaxPooling(_ListPooling):
     """
 
     def _reduce(self, stacked: Any) -> Any:
+        if 0 in tuple(stacked.shape):
+            # An empty output (e.g. batch 0): Keras's `max` refuses empty
+            # tensors on TensorFlow (eager) and torch, whatever the axis.
+            return stacked[0]
         return ops.max(stacked, axis=0)

@@ -30,18 +30,24 @@ class SeNet(keras.layers.Layer):
     widths; `None` gives the list of fields.
 
     Args:
-        num_feature: int. Number of fields `F`; must match the input.
-        cmp_dim: int or `None`. Width of the compression layer; `None` means
-            no excitation tower.
-        initializer: kernel initializer of the tower; `None` means
-            `"glorot_uniform"`. Defaults to `None`.
-        regularizer: kernel regularizer of the tower. Defaults to `None`.
+        num_feature: positive int. Number of fields `F`; must match the
+            input.
+        cmp_dim: positive int or `None`. Width of the compression layer;
+            `None` means no excitation tower.
+        initializer: kernel initializer of the tower (a Keras initializer,
+            its name or its config); `None` means `"glorot_uniform"`.
+            Defaults to `None`.
+        regularizer: kernel regularizer of the tower (a Keras regularizer,
+            its name, its config or `None`). Defaults to `None`.
         on_gpu: bool. Kept for compatibility with the reference library,
             where it picked a kernel giving identical numbers; no effect.
             Defaults to `False`.
         out_type: `"concat"`, `"stack"` or `None`. Defaults to `"concat"`.
         keep_list: bool. Wrap a tensor output in a list. Defaults to `False`.
         **kwargs: Args to pass to the base class.
+
+    Integer inputs are cast to the compute dtype. Every call checks the
+    field count (and, for a stacked input, the rank) again.
 
     Weights (with `cmp_dim`): `cmp_tower/dense_0/{kernel, kernel_norm, bias}`
     `(F, cmp_dim)`, `(cmp_dim,)`, `(cmp_dim,)` and
@@ -78,13 +84,15 @@ class SeNet(keras.layers.Layer):
         # Passed args.
         self.num_feature = validation.positive_int("num_feature", num_feature)
         if cmp_dim is not None:
-            validation.positive_int("cmp_dim", cmp_dim)
+            cmp_dim = validation.positive_int("cmp_dim", cmp_dim)
         self.cmp_dim = cmp_dim
-        self.initializer = keras.initializers.get(initializer or "glorot_uniform")
-        self.regularizer = keras.regularizers.get(regularizer)
-        self.on_gpu = bool(on_gpu)
+        self.initializer = validation.initializer(
+            "initializer", "glorot_uniform" if initializer is None else initializer
+        )
+        self.regularizer = validation.regularizer("regularizer", regularizer)
+        self.on_gpu = validation.boolean("on_gpu", on_gpu)
         self.out_type = validation.one_of("out_type", out_type, merge.MERGE_TYPES)
-        self.keep_list = bool(keep_list)
+        self.keep_list = validation.boolean("keep_list", keep_list)
         # Sub-layers are created here so their names (weight paths) are stable.
         self.cmp_tower = (
             MLP(
@@ -108,7 +116,8 @@ class SeNet(keras.layers.Layer):
             shape = tuple(input_shape)
             if len(shape) != 3 or shape[1] != self.num_feature or shape[2] is None:
                 raise ValueError(
-                    "`SeNet` expects a tensor (batch, num_feature, dim) or a list of "
+                    f"`SeNet` (layer '{self.name}') expects a tensor (batch, "
+                    "num_feature, dim) or a list of "
                     f"num_feature={self.num_feature} tensors (batch, dim_i). "
                     f"Received: input_shape={shape}"
                 )
@@ -116,7 +125,8 @@ class SeNet(keras.layers.Layer):
         shapes = [tuple(s) for s in input_shape]
         if len(shapes) != self.num_feature:
             raise ValueError(
-                f"`SeNet` expects a list of num_feature={self.num_feature} tensors. "
+                f"`SeNet` (layer '{self.name}') expects a list of "
+                f"num_feature={self.num_feature} tensors. "
                 f"Received: {len(shapes)} tensors with shapes {shapes}"
             )
         for s in shapes:
@@ -138,12 +148,16 @@ class SeNet(keras.layers.Layer):
             self.cmp_tower.build((None, self.num_feature))
 
     def call(self, inputs: Any) -> Any:
+        # Shapes are checked again: `build` runs once, later calls may differ.
         if isinstance(inputs, (list, tuple)):
-            fields = list(inputs)
+            self._check_shapes([tuple(x.shape) for x in inputs])
+            fields = [ops.cast(x, self.compute_dtype) for x in inputs]
             squeezed = ops.concatenate(
                 [ops.mean(x, axis=-1, keepdims=True) for x in fields], axis=-1
             )
         else:
+            self._check_shapes(tuple(inputs.shape))
+            inputs = ops.cast(inputs, self.compute_dtype)
             fields = None
             squeezed = ops.mean(inputs, axis=-1)
         weights = squeezed if self.cmp_tower is None else self.cmp_tower(squeezed)

@@ -10,6 +10,8 @@ from keras import ops
 
 from keras_mtl import gating
 from keras_mtl import validation
+from keras_mtl.layers.dense import InitializerLike
+from keras_mtl.layers.dense import RegularizerLike
 
 SNR_TYPES = ("trans", "aver")
 
@@ -42,30 +44,38 @@ class SNR(keras.layers.Layer):
     added with `add_loss` on every call. Gates are computed in float32.
 
     Args:
-        num_out_subnet: int. Number of output sub-networks `O`.
-        out_subnet_dim: int. Output dimension `d_out`.
+        num_out_subnet: positive int. Number of output sub-networks `O`.
+        out_subnet_dim: positive int. Output dimension `d_out`.
         snr_type: `"trans"` or `"aver"`. Defaults to `"trans"`.
-        zeta: float > 1. Upper end of the stretched interval. Defaults to `1.1`.
-        gamma: float < 0. Lower end of the stretched interval. Defaults to
-            `-0.1`.
-        beta: float > 0. Temperature of the concrete distribution. Defaults to
-            `0.5`.
+        zeta: finite float > 1. Upper end of the stretched interval. Defaults
+            to `1.1`.
+        gamma: finite float < 0. Lower end of the stretched interval.
+            Defaults to `-0.1`.
+        beta: finite float > 0. Temperature of the concrete distribution.
+            Defaults to `0.5`.
         use_ste: bool. Straight-through gradient through the clip. Defaults to
             `False`.
-        initializer: initializer of `weight` (`"trans"`). Defaults to
+        initializer: initializer of `weight` (`"trans"`): a Keras initializer,
+            its name or its config (`None` means the default). Defaults to
             `"glorot_uniform"` (fans of the 2-D `[R, d_in * d_out]` shape, as
             in the reference).
-        regularizer: regularizer of `weight`. Defaults to `None`.
-        l0_weight: float >= 0. Coefficient of the L0 penalty. Defaults to
-            `1.0`.
+        regularizer: regularizer of `weight` (a Keras regularizer, its name,
+            its config or `None`). Defaults to `None`.
+        l0_weight: finite float >= 0. Coefficient of the L0 penalty. Defaults
+            to `1.0`.
         seed: int or `None`. Seed of the gate sampling. Defaults to `None`.
         **kwargs: Args to pass to the base class.
 
-    Input shape: a list of `I >= 1` tensors `(batch, d_in)`, equal `d_in`.
+    Every argument is checked at construction: a wrong type or value raises a
+    `ValueError` naming the argument.
+
+    Input shape: a list of `I >= 1` tensors `(batch, d_in)`, equal `d_in`;
+    once built, the same `I` and `d_in` (else a `ValueError` naming the
+    layer). Integer inputs are cast to the compute dtype first.
     Output shape: a list of `O` tensors `(batch, out_subnet_dim)`.
 
-    Weights: `log_alpha` `[R, 1]` (zeros); `weight` `[R, d_in * d_out]` for
-    `"trans"`.
+    Weights (all created by `build`): `log_alpha` `[R, 1]` (zeros); `weight`
+    `[R, d_in * d_out]` for `"trans"`.
 
     Example:
 
@@ -88,8 +98,8 @@ class SNR(keras.layers.Layer):
         gamma: float = -0.1,
         beta: float = 0.5,
         use_ste: bool = False,
-        initializer: str | keras.initializers.Initializer = "glorot_uniform",
-        regularizer: str | keras.regularizers.Regularizer | None = None,
+        initializer: InitializerLike = "glorot_uniform",
+        regularizer: RegularizerLike = None,
         l0_weight: float = 1.0,
         seed: int | None = None,
         **kwargs: Any,
@@ -105,10 +115,14 @@ class SNR(keras.layers.Layer):
             "gamma", gamma, -inf, 0.0, high_inclusive=False
         )
         self.beta = validation.in_range("beta", beta, 0.0, inf, low_inclusive=False)
-        self.use_ste = bool(use_ste)
-        self.initializer = keras.initializers.get(initializer or "glorot_uniform")
-        self.regularizer = keras.regularizers.get(regularizer)
-        self.l0_weight = validation.in_range("l0_weight", l0_weight, 0.0, inf)
+        self.use_ste = validation.boolean("use_ste", use_ste)
+        self.initializer = validation.initializer(
+            "initializer", "glorot_uniform" if initializer is None else initializer
+        )
+        self.regularizer = validation.regularizer("regularizer", regularizer)
+        self.l0_weight = validation.non_negative_float("l0_weight", l0_weight)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"`seed` must be an int or None. Received: seed={seed!r}")
         self.seed = seed
         # Other args.
         self.seed_generator = keras.random.SeedGenerator(seed)
@@ -176,12 +190,9 @@ class SNR(keras.layers.Layer):
         return self.l0_weight * ops.sum(ops.sigmoid(log_alpha - shift))
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        inputs = validation.as_list(inputs)
-        if len(inputs) != self.num_in_subnet:
-            raise ValueError(
-                f"`SNR` was built for {self.num_in_subnet} inputs. "
-                f"Received: {len(inputs)} inputs"
-            )
+        inputs = validation.input_count(self, inputs, self.num_in_subnet)
+        self._check_shapes([x.shape for x in inputs])
+        inputs = [ops.cast(x, self.compute_dtype) for x in inputs]
         self.add_loss(self.l0_penalty())
         x = ops.stack(inputs, axis=1)  # [B, I, d_in]
         z = ops.reshape(self.gates(training), (self.num_in_subnet, self.num_out_subnet))
@@ -202,7 +213,27 @@ class SNR(keras.layers.Layer):
             y = ops.einsum("bid,io->bod", x, z)
         return [y[:, j, :] for j in range(self.num_out_subnet)]
 
+    def _check_shapes(self, shapes: list[Any]) -> None:
+        """Call-time checks: rank 2, the built `d_in`, one batch size."""
+        for i, shape in enumerate(shapes):
+            if len(shape) != 2:
+                raise ValueError(
+                    f"`SNR` (layer '{self.name}') expects inputs of rank 2 "
+                    f"(batch, features). Received: inputs[{i}] of shape "
+                    f"{tuple(shape)}"
+                )
+            validation.last_dim(self, f"inputs[{i}]", shape, self.in_subnet_dim)
+            batch, first = shape[0], shapes[0][0]
+            if batch is not None and first is not None and batch != first:
+                raise ValueError(
+                    f"`SNR` (layer '{self.name}') expects inputs with the same "
+                    f"batch size. Received: shapes {[tuple(s) for s in shapes]}"
+                )
+
     def compute_output_shape(self, input_shape: Any) -> Any:
+        if self.built:  # Symbolic calls run this, not `call`.
+            shapes = validation.input_count(self, input_shape, self.num_in_subnet)
+            self._check_shapes(shapes)
         batch = input_shape[0][0]
         return [(batch, self.out_subnet_dim) for _ in range(self.num_out_subnet)]
 

@@ -14,6 +14,7 @@ embedding dimensions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -50,7 +51,7 @@ def _check_sizes(name: str, sizes: Any, zero_choice: bool) -> list[int]:
 
 
 def nas_masks(
-    sizes: list[int],
+    sizes: Sequence[int],
     mode: str,
     seed: int | None = None,
     zero_choice: bool = False,
@@ -75,16 +76,24 @@ def nas_masks(
     `"left"`: `[[1,1,0,0,0,0], [1,1,1,1,0,0], [1,1,1,1,1,1]]`.
 
     Args:
-        sizes: list of int. The embedding-size choices of the feature.
+        sizes: non-empty, strictly ascending list of positive int (a leading
+            `0` is allowed with `zero_choice`). The embedding-size choices of
+            the feature.
         mode: `"left"`, `"diff"`, `"random"` or `"none"`.
-        seed: int or `None`. Seed of the `"random"` masks. Defaults to `None`.
+        seed: int >= 0 or `None`. Seed of the `"random"` masks. Defaults to
+            `None`.
         zero_choice: bool. Prepend the all-zero choice. Defaults to `False`.
 
     Returns:
         float32 array `[C, W]` (`C` counts the zero choice).
+
+    Raises:
+        ValueError: naming the argument, for any other value.
     """
-    validation.one_of("embedding_share_mode", mode, EMBEDDING_SHARE_MODES)
-    values = _check_sizes("segment_sizes", sizes, zero_choice)
+    validation.one_of("mode", mode, EMBEDDING_SHARE_MODES)
+    zero_choice = validation.boolean("zero_choice", zero_choice)
+    seed = validation.seed("seed", seed)
+    values = _check_sizes("sizes", sizes, zero_choice)
     positive = [s for s in values if s > 0]
     width = sum(positive) if mode == "none" else positive[-1]
     rows = np.zeros((len(positive), width), dtype=np.float32)
@@ -137,29 +146,14 @@ def _check_names(names: Any, count: int) -> list[str]:
     return [str(n) for n in names]
 
 
-def _check_seed(seed: Any) -> int | None:
-    if seed is not None and (
-        isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
-    ):
-        raise ValueError(
-            f"`seed` must be None or an integer >= 0. Received: seed={seed!r}"
-        )
-    return None if seed is None else int(seed)
-
-
 def _concat(parts: list[Any], axis: int) -> Any:
     return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=axis)
 
 
-def _concat_inputs(inputs: Any) -> Any:
-    if isinstance(inputs, (list, tuple)):
-        return _concat(list(inputs), axis=-1)
-    return inputs
-
-
-def _check_input_shape(layer: str, input_shape: Any, widths: list[int]) -> tuple:
+def _check_input_shape(layer: Any, input_shape: Any, widths: list[int]) -> tuple:
     """Validates a tensor or list input shape; returns `(batch, total)`."""
     total = sum(widths)
+    who = f"`{type(layer).__name__}` (layer '{layer.name}')"
     is_list = isinstance(input_shape, (list, tuple)) and (
         len(input_shape) > 0 and isinstance(input_shape[0], (list, tuple))
     )
@@ -168,7 +162,7 @@ def _check_input_shape(layer: str, input_shape: Any, widths: list[int]) -> tuple
         got = [s[-1] if len(s) == 2 else s for s in shapes]
         if len(shapes) != len(widths) or got != widths:
             raise ValueError(
-                f"`{layer}` list `inputs` must be {len(widths)} rank-2 tensors "
+                f"{who} list `inputs` must be {len(widths)} rank-2 tensors "
                 f"(batch, width_f) with widths {widths}. Received: input shapes "
                 f"{shapes}"
             )
@@ -176,10 +170,24 @@ def _check_input_shape(layer: str, input_shape: Any, widths: list[int]) -> tuple
     shape = tuple(input_shape)
     if len(shape) != 2 or shape[-1] != total:
         raise ValueError(
-            f"`{layer}` expects `inputs` of shape (batch, {total}) (the concatenated "
+            f"{who} expects `inputs` of shape (batch, {total}) (the concatenated "
             f"feature widths {widths}). Received: input_shape={shape}"
         )
     return (shape[0], total)
+
+
+def _prepare_inputs(layer: Any, inputs: Any, widths: list[int]) -> Any:
+    """The concatenated input in the compute dtype, after a shape check.
+
+    `build` checks shapes once; a later call with other widths would
+    broadcast silently (a width of 1) or fail inside the product.
+    """
+    # Integer embeddings are cast: the mask weights are fractional.
+    if isinstance(inputs, (list, tuple)):
+        _check_input_shape(layer, [tuple(x.shape) for x in inputs], widths)
+        return _concat([ops.cast(x, layer.compute_dtype) for x in inputs], axis=-1)
+    _check_input_shape(layer, tuple(inputs.shape), widths)
+    return ops.cast(inputs, layer.compute_dtype)
 
 
 def _gumbel(shape: tuple[int, ...], seed: Any) -> Any:
@@ -223,11 +231,16 @@ class NASSelectionLayer(keras.layers.Layer):
     and `sum(sizes)` for `"none"` (the manual's note that `"none"` takes a
     different input). Output: same shape as the concatenated input.
 
+    Integer inputs are cast to the compute dtype. Every call checks the
+    input widths again (`ValueError` naming the layer).
+
     Args:
-        segment_sizes: list of list of int. Per feature, the strictly
-            ascending positive embedding sizes of its choices.
-        segment_names: list of str. Distinct feature names, one per feature.
-        temperature: float > 0. Softmax temperature. Defaults to `1.0`.
+        segment_sizes: non-empty list of lists of int. Per feature, the
+            strictly ascending positive embedding sizes of its choices.
+        segment_names: list of str. Distinct non-empty feature names, one
+            per feature.
+        temperature: finite float > 0. Softmax temperature. Defaults to
+            `1.0`.
         embedding_share_mode: `"left"`, `"diff"`, `"random"` or `"none"`.
             Defaults to `"none"`.
         weight_grad_mode: `"discrete"`, `"gumbel"` or `"none"`. Defaults to
@@ -238,8 +251,8 @@ class NASSelectionLayer(keras.layers.Layer):
             `"random"` and `seed=None` the masks drawn at construction are
             returned here by `get_config`, so a reloaded layer keeps them.
             Defaults to `None`.
-        seed: int or `None`. Seed of the `"random"` masks and of the sampling
-            in training. Defaults to `None`.
+        seed: int >= 0 or `None`. Seed of the `"random"` masks and of the
+            sampling in training. Defaults to `None`.
         **kwargs: Args to pass to the base class.
 
     Weights: `arch_logits_{f}` `[C_f]` for `f = 0, 1, ...` in feature order
@@ -264,12 +277,12 @@ class NASSelectionLayer(keras.layers.Layer):
 
     def __init__(
         self,
-        segment_sizes: list[list[int]],
-        segment_names: list[str],
+        segment_sizes: Sequence[Sequence[int]],
+        segment_names: Sequence[str],
         temperature: float = 1.0,
         embedding_share_mode: str = "none",
         weight_grad_mode: str = "discrete",
-        masks: list[list[list[float]]] | None = None,
+        masks: Sequence[Sequence[Sequence[float]]] | None = None,
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
@@ -292,7 +305,7 @@ class NASSelectionLayer(keras.layers.Layer):
         self.weight_grad_mode = validation.one_of(
             "weight_grad_mode", weight_grad_mode, WEIGHT_GRAD_MODES
         )
-        self.seed = _check_seed(seed)
+        self.seed = validation.seed("seed", seed)
         seed = self.seed
         # Masks are config-derived constants (NumPy), not weights.
         generated = [
@@ -331,7 +344,7 @@ class NASSelectionLayer(keras.layers.Layer):
         return arrays
 
     def build(self, input_shape: Any) -> None:
-        _check_input_shape(type(self).__name__, input_shape, self.widths)
+        _check_input_shape(self, input_shape, self.widths)
         self.arch_logits = [
             self.add_weight(
                 name=f"arch_logits_{f}",
@@ -381,11 +394,11 @@ class NASSelectionLayer(keras.layers.Layer):
         return _concat(parts, axis=0)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        x = _concat_inputs(inputs)
+        x = _prepare_inputs(self, inputs, self.widths)
         return x * ops.cast(self.mask_weights(training), x.dtype)
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
-        return _check_input_shape(type(self).__name__, input_shape, self.widths)
+        return _check_input_shape(self, input_shape, self.widths)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -418,19 +431,21 @@ class MixedNASLayer(NASSelectionLayer):
     [1,1,1,1,1,1]]`. Explicit `masks` include the zero row.
 
     Args:
-        segment_sizes: list of list of int. Per feature, the strictly
-            ascending embedding sizes of its choices (positive, or a leading
-            0 for the explicit zero choice).
-        segment_names: list of str. Distinct feature names, one per feature.
-        temperature: float > 0. Softmax temperature. Defaults to `1.0`.
+        segment_sizes: non-empty list of lists of int. Per feature, the
+            strictly ascending embedding sizes of its choices (positive, or
+            a leading 0 for the explicit zero choice).
+        segment_names: list of str. Distinct non-empty feature names, one
+            per feature.
+        temperature: finite float > 0. Softmax temperature. Defaults to
+            `1.0`.
         embedding_share_mode: `"left"`, `"diff"`, `"random"` or `"none"`.
             Defaults to `"none"`.
         weight_grad_mode: `"discrete"`, `"gumbel"` or `"none"`. Defaults to
             `"discrete"`.
         masks: `None` or, per feature, the `C_f + 1` rows (zero row first) of
             0/1 of width `W_f`. Defaults to `None`.
-        seed: int or `None`. Seed of the `"random"` masks and of the sampling
-            in training. Defaults to `None`.
+        seed: int >= 0 or `None`. Seed of the `"random"` masks and of the
+            sampling in training. Defaults to `None`.
         **kwargs: Args to pass to the base class.
 
     Example:
@@ -468,12 +483,16 @@ class NASGatingLayer(keras.layers.Layer):
     The logits are float32 (no autocast); the gate is cast to the input dtype.
 
     Args:
-        segment_sizes: list of int. Positive width of each segment.
-        segment_names: list of str. Distinct names, one per segment.
+        segment_sizes: non-empty list of int. Positive width of each
+            segment (a bare int is refused: widths go with names).
+        segment_names: list of str. Distinct non-empty names, one per
+            segment.
         ste_type: `"softplus"`, `"clip"` or `"none"`. Defaults to `"none"`.
         **kwargs: Args to pass to the base class.
 
-    Inputs: `(batch, sum(segment_sizes))` or a list of `(batch, s_i)`.
+    Inputs: `(batch, sum(segment_sizes))` or a list of `(batch, s_i)`;
+    integer inputs are cast to the compute dtype and every call checks the
+    widths again.
     Output: same shape as the concatenated input. Weight: `gate_logits` `[n]`.
 
     Example:
@@ -491,8 +510,8 @@ class NASGatingLayer(keras.layers.Layer):
 
     def __init__(
         self,
-        segment_sizes: list[int],
-        segment_names: list[str],
+        segment_sizes: Sequence[int],
+        segment_names: Sequence[str],
         ste_type: str = "none",
         **kwargs: Any,
     ) -> None:
@@ -502,7 +521,7 @@ class NASGatingLayer(keras.layers.Layer):
         self.ste_type = validation.one_of("ste_type", ste_type, STE_TYPES)
 
     def build(self, input_shape: Any) -> None:
-        _check_input_shape("NASGatingLayer", input_shape, self.segment_sizes)
+        _check_input_shape(self, input_shape, self.segment_sizes)
         self.gate_logits = self.add_weight(
             name="gate_logits",
             shape=(len(self.segment_sizes),),
@@ -521,7 +540,7 @@ class NASGatingLayer(keras.layers.Layer):
         return gating.straight_through(step, s)
 
     def call(self, inputs: Any) -> Any:
-        x = _concat_inputs(inputs)
+        x = _prepare_inputs(self, inputs, self.segment_sizes)
         g = self.gates()
         mask = ops.concatenate(
             [
@@ -533,7 +552,7 @@ class NASGatingLayer(keras.layers.Layer):
         return x * ops.cast(mask, x.dtype)
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
-        return _check_input_shape("NASGatingLayer", input_shape, self.segment_sizes)
+        return _check_input_shape(self, input_shape, self.segment_sizes)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -567,17 +586,23 @@ class SimpleNasLayer(keras.layers.Layer):
     autocast); the mask is cast to the input dtype.
 
     Args:
-        segment_sizes: list of int. Positive embedding width of each feature.
-        segment_names: list of str. Distinct names, one per feature.
-        threshold: float in `(0, 1]`. Cumulative probability of the knee.
-            Defaults to `0.9`.
-        temperature: float > 0. Softmax temperature. Defaults to `1.5`.
+        segment_sizes: non-empty list of int. Positive embedding width of
+            each feature (a bare int is refused: widths go with names).
+        segment_names: list of str. Distinct non-empty names, one per
+            feature.
+        threshold: finite float in `(0, 1]`. Cumulative probability of the
+            knee. Defaults to `0.9`.
+        temperature: finite float > 0. Softmax temperature. Defaults to
+            `1.5`.
         use_gumbel: bool. Add Gumbel noise to the logits in training.
             Defaults to `True`.
-        seed: int or `None`. Seed of the Gumbel noise. Defaults to `None`.
+        seed: int >= 0 or `None`. Seed of the Gumbel noise. Defaults to
+            `None`.
         **kwargs: Args to pass to the base class.
 
-    Inputs: `(batch, sum(segment_sizes))` or a list of `(batch, D_f)`.
+    Inputs: `(batch, sum(segment_sizes))` or a list of `(batch, D_f)`;
+    integer inputs are cast to the compute dtype and every call checks the
+    widths again.
     Output: same shape. Weights: `length_logits_{f}` `[D_f]`, zeros-initialized,
     indexed by feature position.
 
@@ -595,8 +620,8 @@ class SimpleNasLayer(keras.layers.Layer):
 
     def __init__(
         self,
-        segment_sizes: list[int],
-        segment_names: list[str],
+        segment_sizes: Sequence[int],
+        segment_names: Sequence[str],
         threshold: float = 0.9,
         temperature: float = 1.5,
         use_gumbel: bool = True,
@@ -610,13 +635,13 @@ class SimpleNasLayer(keras.layers.Layer):
             "threshold", threshold, 0.0, 1.0, low_inclusive=False
         )
         self.temperature = validation.positive_float("temperature", temperature)
-        self.use_gumbel = bool(use_gumbel)
-        self.seed = _check_seed(seed)
+        self.use_gumbel = validation.boolean("use_gumbel", use_gumbel)
+        self.seed = validation.seed("seed", seed)
         seed = self.seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def build(self, input_shape: Any) -> None:
-        _check_input_shape("SimpleNasLayer", input_shape, self.segment_sizes)
+        _check_input_shape(self, input_shape, self.segment_sizes)
         self.length_logits = [
             self.add_weight(
                 name=f"length_logits_{f}",
@@ -650,11 +675,11 @@ class SimpleNasLayer(keras.layers.Layer):
         return _concat(parts, axis=0)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        x = _concat_inputs(inputs)
+        x = _prepare_inputs(self, inputs, self.segment_sizes)
         return x * ops.cast(self.mask_weights(training), x.dtype)
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
-        return _check_input_shape("SimpleNasLayer", input_shape, self.segment_sizes)
+        return _check_input_shape(self, input_shape, self.segment_sizes)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

@@ -22,6 +22,18 @@ from keras_mtl.backend.affine import affine
 from keras_mtl.layers.mlp import _resolve_activations
 
 
+def check_expert_input(layer: Any, what: str, shape: Any, expected: int | None) -> None:
+    """Call-time check of a `(batch, features)` input of a mixture-of-experts
+    layer: rank 2 and the feature size it was built with (`ValueError` naming
+    the layer, instead of a silent reshape or a backend's matmul error)."""
+    if len(shape) != 2:
+        raise ValueError(
+            f"`{type(layer).__name__}` (layer '{layer.name}') expects {what} of "
+            f"rank 2 (batch, features). Received: {what} of shape {tuple(shape)}"
+        )
+    validation.last_dim(layer, what, shape, expected)
+
+
 def per_expert_initializers(initializer: Any, n: int) -> list[dict[str, Any]]:
     """Serialized copies of one initializer for `n` experts.
 
@@ -101,7 +113,8 @@ class StackedDense(keras.layers.Layer):
         self.num_stacks = validation.positive_int("num_stacks", num_stacks)
         self.units = validation.positive_int("units", units)
         self.kernel_initializers = [
-            keras.initializers.get(i) for i in kernel_initializers
+            validation.initializer("kernel_initializers", i)
+            for i in validation.as_list(kernel_initializers)
         ]
         if len(self.kernel_initializers) != self.num_stacks:
             raise ValueError(
@@ -109,12 +122,20 @@ class StackedDense(keras.layers.Layer):
                 f"{len(self.kernel_initializers)} initializers with "
                 f"num_stacks={self.num_stacks}"
             )
-        self.use_bias = bool(use_bias)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.allow_kernel_norm = bool(allow_kernel_norm)
-        self.kernel_norm_trainable = bool(kernel_norm_trainable)
-        self.shared_input = bool(shared_input)
+        self.use_bias = validation.boolean("use_bias", use_bias)
+        self.kernel_regularizer = validation.regularizer(
+            "kernel_regularizer", kernel_regularizer
+        )
+        self.bias_regularizer = validation.regularizer(
+            "bias_regularizer", bias_regularizer
+        )
+        self.allow_kernel_norm = validation.boolean(
+            "allow_kernel_norm", allow_kernel_norm
+        )
+        self.kernel_norm_trainable = validation.boolean(
+            "kernel_norm_trainable", kernel_norm_trainable
+        )
+        self.shared_input = validation.boolean("shared_input", shared_input)
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         input_dim = input_shape[-1]
@@ -237,9 +258,9 @@ class StackedMLP(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.num_stacks = num_stacks
-        self.shared_input = bool(shared_input)
-        self.output_dims = list(output_dims)
+        self.num_stacks = validation.positive_int("num_stacks", num_stacks)
+        self.shared_input = validation.boolean("shared_input", shared_input)
+        self.output_dims = validation.positive_int_or_list("output_dims", output_dims)
         n = len(self.output_dims)
         self.activations = _resolve_activations(activations, n, self.dtype_policy)
         bn_kwargs = {
@@ -249,7 +270,9 @@ class StackedMLP(keras.layers.Layer):
             "renorm_momentum": batch_normalization_renorm_momentum,
             "dtype": self.dtype_policy,
         }
-        bn = bool(enable_batch_normalization)
+        bn = validation.boolean(
+            "enable_batch_normalization", enable_batch_normalization
+        )
         self.batch_norm_in = (
             keras.layers.BatchNormalization(name="batch_norm_in", **bn_kwargs)
             if bn
@@ -311,6 +334,9 @@ class StackedMLP(keras.layers.Layer):
         self, inputs: Any, training: bool | None = None, expert_major: bool = False
     ) -> Any:
         """`[B, E, out]`, or `[E, B, out]` with `expert_major=True`."""
+        if training and inputs.shape[0] == 0:
+            # An empty batch has no statistics: batch norm would store NaN.
+            training = False
         if self.batch_norm_in is None and not any(
             isinstance(a, keras.layers.Layer) for a in self.activations
         ):

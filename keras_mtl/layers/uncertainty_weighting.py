@@ -41,13 +41,19 @@ class UncertaintyWeighting(keras.layers.Layer):
     `add_loss` or in a custom `compute_loss`).
 
     Args:
-        num_tasks: int. Number of task losses `n`.
-        initial_log_variance: float. Initial value of every `s_i`. Defaults
-            to `0.0`.
+        num_tasks: positive int. Number of task losses `n`.
+        initial_log_variance: finite float. Initial value of every `s_i`.
+            Defaults to `0.0`.
         **kwargs: Args to pass to the base class.
 
-    Input: a list of `n` tensors of the same shape (scalars or per-example
-    losses).
+    Every argument is checked at construction: a wrong type or value raises a
+    `ValueError` naming the argument.
+
+    Input: a list of `n` tensors of one shape (scalars or per-example
+    losses). Another number of tensors, or losses of different shapes (e.g.
+    `(4, 1)` and `(4,)`, which would broadcast to `(4, 4)`), raise a
+    `ValueError` naming the layer. Integer losses are cast to the compute
+    dtype.
 
     Output: one tensor of that shape.
 
@@ -72,25 +78,15 @@ class UncertaintyWeighting(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.num_tasks = validation.positive_int("num_tasks", num_tasks)
-        if (
-            isinstance(initial_log_variance, bool)
-            or not isinstance(initial_log_variance, (int, float))
-            or not math.isfinite(initial_log_variance)
-        ):
-            raise ValueError(
-                "`initial_log_variance` must be a finite number. "
-                f"Received: initial_log_variance={initial_log_variance!r}"
-            )
-        self.initial_log_variance = float(initial_log_variance)
+        self.initial_log_variance = validation.in_range(
+            "initial_log_variance", initial_log_variance, -math.inf, math.inf
+        )
 
     def build(self, input_shape: Any = None) -> None:
         if input_shape is not None:
-            shapes = validation.as_list(input_shape)
-            if len(shapes) != self.num_tasks:
-                raise ValueError(
-                    f"UncertaintyWeighting expects a list of {self.num_tasks} "
-                    f"losses (`num_tasks`). Received: {len(shapes)} inputs"
-                )
+            if all(d is None or isinstance(d, int) for d in input_shape):
+                input_shape = [input_shape]  # One tensor, not a list.
+            self._check_shapes([tuple(s) for s in input_shape])
         self.log_variances = self.add_weight(
             name="log_variances",
             shape=(self.num_tasks,),
@@ -99,13 +95,32 @@ class UncertaintyWeighting(keras.layers.Layer):
         )
         self.built = True
 
-    def call(self, inputs: Any) -> Any:
-        losses = validation.as_list(inputs)
-        if len(losses) != self.num_tasks:
+    def _check_shapes(self, shapes: list[tuple[int | None, ...]]) -> None:
+        if len(shapes) != self.num_tasks:
             raise ValueError(
-                f"UncertaintyWeighting expects a list of {self.num_tasks} "
-                f"losses (`num_tasks`). Received: {len(losses)} inputs"
+                f"`UncertaintyWeighting` (layer '{self.name}') expects a list of "
+                f"{self.num_tasks} losses (`num_tasks`). Received: "
+                f"{len(shapes)} tensor(s)"
             )
+        first = shapes[0]
+        for i, shape in enumerate(shapes[1:], start=1):
+            if len(shape) != len(first) or any(
+                a is not None and b is not None and a != b
+                for a, b in zip(first, shape, strict=True)
+            ):
+                # Different shapes would broadcast, e.g. (4, 1) + (4,) -> (4, 4).
+                raise ValueError(
+                    f"`UncertaintyWeighting` (layer '{self.name}') expects "
+                    "losses of one shape. Received: shape "
+                    f"{first} at index 0 and {shape} at index {i}"
+                )
+
+    def call(self, inputs: Any) -> Any:
+        losses = [
+            loss if hasattr(loss, "shape") else ops.convert_to_tensor(loss)
+            for loss in validation.as_list(inputs)
+        ]
+        self._check_shapes([tuple(loss.shape) for loss in losses])
         s = ops.cast(self.log_variances, self.compute_dtype)
         total = None
         for i, loss in enumerate(losses):
@@ -114,7 +129,11 @@ class UncertaintyWeighting(keras.layers.Layer):
         return total
 
     def compute_output_shape(self, input_shape: Any) -> Any:
-        return tuple(validation.as_list(input_shape)[0])
+        if all(d is None or isinstance(d, int) for d in input_shape):
+            input_shape = [input_shape]  # One tensor, not a list.
+        shapes = [tuple(s) for s in input_shape]
+        self._check_shapes(shapes)  # Symbolic calls run this, not `call`.
+        return shapes[0]
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

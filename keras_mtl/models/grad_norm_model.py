@@ -35,13 +35,18 @@ class GradNormModel(keras.Model):
     Sample weights are ignored.
 
     Args:
-        shared: a layer or model mapping the inputs to the shared activations.
-        heads: a list of `n` layers or models, one per task, applied to `h`.
-        task_losses: a list of `n` Keras losses (names or callables
+        shared: a Keras layer or model mapping the inputs to the shared
+            activations.
+        heads: a non-empty list of `n` Keras layers or models, one per task,
+            applied to `h`.
+        task_losses: a list of `n` Keras losses (names, configs or callables
             `(y_true, y_pred) -> per-example loss`).
-        grad_norm: a `GradNorm` layer with `n` names. Defaults to
-            `GradNorm(["task_0", ...])`.
+        grad_norm: a `GradNorm` layer with `n` names, or `None` for
+            `GradNorm(["task_0", ...])`. Defaults to `None`.
         **kwargs: Args to pass to `keras.Model`.
+
+    Every argument is checked at construction (`ValueError` naming it), and
+    targets `y` must hold one entry per head (`ValueError` naming the model).
 
     The model saves to and loads from `.keras` files: `get_config` holds the
     serialized `shared`, `heads`, `task_losses` and `grad_norm`.
@@ -56,7 +61,17 @@ class GradNormModel(keras.Model):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not isinstance(shared, keras.layers.Layer):
+            raise ValueError(
+                "`shared` must be a Keras layer or model. "
+                f"Received: shared={shared!r} of type {type(shared).__name__}"
+            )
         heads = validation.as_list(heads)
+        if not heads or not all(isinstance(h, keras.layers.Layer) for h in heads):
+            raise ValueError(
+                "`heads` must be a non-empty list of Keras layers or models. "
+                f"Received: heads={heads!r}"
+            )
         task_losses = validation.as_list(task_losses)
         if len(heads) != len(task_losses):
             raise ValueError(
@@ -65,9 +80,14 @@ class GradNormModel(keras.Model):
             )
         self.shared = shared
         self.heads = heads
-        self.task_losses = [keras.losses.get(loss) for loss in task_losses]
+        self.task_losses = [_loss(loss) for loss in task_losses]
         if grad_norm is None:
             grad_norm = GradNorm([f"task_{i}" for i in range(len(heads))])
+        if not isinstance(grad_norm, GradNorm):
+            raise ValueError(
+                "`grad_norm` must be a `keras_mtl.layers.GradNorm` or None. "
+                f"Received: grad_norm={grad_norm!r}"
+            )
         if grad_norm.num_tasks != len(heads):
             raise ValueError(
                 "`grad_norm` must have one loss name per head. "
@@ -94,6 +114,11 @@ class GradNormModel(keras.Model):
     ) -> tuple[list[Any], Any]:
         """The per-task mean losses `L_i` and gradient norms `||dL_i/dh||`."""
         ys = validation.as_list(y)
+        if len(ys) != len(self.heads):
+            raise ValueError(
+                f"`GradNormModel` (model '{self.name}') expects one target per "
+                f"head: {len(self.heads)}. Received: {len(ys)} target(s)"
+            )
         h = self.shared(x, training=training)
 
         def loss_fn(shared: list[Any]) -> list[Any]:
@@ -150,3 +175,20 @@ class GradNormModel(keras.Model):
             for loss in config["task_losses"]
         ]
         return cls(**config)
+
+
+def _loss(identifier: Any) -> Any:
+    """`keras.losses.get`, with a `ValueError` naming `task_losses`."""
+    try:
+        loss = keras.losses.get(identifier)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            "`task_losses` must hold Keras losses (names, configs or callables). "
+            f"Received: {identifier!r} ({error})"
+        ) from None
+    if loss is None or not callable(loss):
+        raise ValueError(
+            "`task_losses` must hold Keras losses (names, configs or callables). "
+            f"Received: {identifier!r}"
+        )
+    return loss
