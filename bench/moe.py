@@ -159,7 +159,7 @@ def _layer(cls, x, **kwargs):
 
 def _time(layer, x, repeats=(5, 3), xla_backward=True, warmup=3):
     # Several warm-up calls: with one, TensorFlow's compiled step read up to
-    # 40% slower than in longer runs (bench/moe_results.md's git history).
+    # 40% slower than in longer runs (bench/moe_results.md as of commit 228ee82).
     fwd, grad, sync = _compiled(layer, x, xla_backward)
     t_fwd = median_seconds(fwd, warmup, repeats[0], sync)
     t_grad = median_seconds(grad, warmup, repeats[1], sync)

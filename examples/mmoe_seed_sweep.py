@@ -1,6 +1,6 @@
 """The synthetic comparison of `mmoe_synthetic.py` over hundreds of seeds at once.
 
-The MMoE paper (Ma et al., KDD 2018, §4.3) averages each setting over many
+The MMoE paper (Ma et al., KDD 2018) averages each setting over many
 repeated runs; the effect it reports (shared-bottom degrades as the task
 correlation `p` falls, MMoE much less) is small next to the spread between
 initialisations, so ten or thirty runs cannot settle it (see

@@ -1,6 +1,6 @@
 """Shared-bottom vs MMoE vs PLE on the synthetic two-task data of the MMoE paper.
 
-Ma et al., KDD 2018, §4.2: two regression tasks whose label correlation is set
+Ma et al., KDD 2018: two regression tasks whose label correlation is set
 by the cosine `p` between their weight vectors:
 
     u_1, u_2 orthogonal unit vectors in R^d

@@ -152,7 +152,7 @@ def top2_gating(
 ) -> dict[str, Any]:
     """Mesh-TensorFlow `_top_2_gating` on float32 router logits `[N, S, E]`.
 
-    The steps of `moe.md` §1c: softmax; the best expert `i1` (lowest index on
+    Its steps: softmax; the best expert `i1` (lowest index on
     ties); masking by `importance == 1` for the first choice and
     `importance > 0` for the second; `g1, g2` normalized by their sum; the
     balance loss `E^2 mean(mean_S(m1) * mean_S(p))`; the second-expert

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -45,6 +46,45 @@ def one_of(name: str, value: Any, allowed: Iterable[Any]) -> Any:
             f"`{name}` must be one of {allowed}. Received: {name}={value!r}"
         )
     return value
+
+
+def choice(
+    layer: str, name: str, value: Any, allowed: Iterable[Any], aliases: dict
+) -> Any:
+    """`one_of`, where a deprecated spelling (a key of `aliases`) is
+    accepted with a `DeprecationWarning` and replaced by the current one."""
+    if isinstance(value, str) and value in aliases:
+        new = aliases[value]
+        warnings.warn(
+            f"`{layer}({name}={value!r})` is deprecated: use {name}={new!r}, "
+            "which means the same.",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        value = new
+    return one_of(name, value, allowed)
+
+
+def renamed(
+    layer: str, kwargs: dict[str, Any], old: str, new: str, value: Any, default: Any
+) -> Any:
+    """The value of argument `new`, taken from the deprecated spelling `old`
+    when `kwargs` holds it (removed from `kwargs`, with a
+    `DeprecationWarning`), so configs saved with the old name still load."""
+    if old not in kwargs:
+        return value
+    old_value = kwargs.pop(old)
+    if value is not default and value != default:
+        raise ValueError(
+            f"`{layer}` takes `{new}` or its deprecated name `{old}`, not both. "
+            f"Received: {new}={value!r}, {old}={old_value!r}"
+        )
+    warnings.warn(
+        f"`{layer}({old}=...)` is deprecated: use `{new}`, which means the same.",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return old_value
 
 
 def in_range(

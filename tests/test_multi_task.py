@@ -898,3 +898,48 @@ def test_stacked_dense_matches_dense_per_slice_and_roundtrips():
     assert json.dumps(clone.get_config(), sort_keys=True) == json.dumps(
         config, sort_keys=True
     )
+
+
+def test_mmoe_experts_take_one_activation_per_layer():
+    """`[["relu", "relu"]] * E`: relu on every expert layer (DeepCTR's
+    experts), stacked, equal to per-expert MLPs with that list."""
+    from keras_mtl.layers import MLP
+    from keras_mtl.layers import MMoE
+
+    x = np.random.default_rng(0).normal(size=(6, 5)).astype("float32")
+    acts = [["relu", "relu"]] * 3
+    layer = MMoE(num_tasks=2, expert_output_dims=[4, 3], expert_activations=acts)
+    assert layer.stacked
+    outputs = layer(x)
+    # Gate weights start at zero: every task mixes the experts equally.
+    experts = []
+    for e in range(3):
+        mlp = MLP([4, 3], activations=["relu", "relu"])
+        mlp.build((None, 5))
+        for i, dense in enumerate(mlp.dense_layers):
+            dense.kernel.assign(layer.experts.dense_layers[i].kernel[e])
+            dense.kernel_norm.assign(layer.experts.dense_layers[i].kernel_norm[e])
+            dense.bias.assign(layer.experts.dense_layers[i].bias[e])
+        experts.append(ops.convert_to_numpy(mlp(x)))
+    expected = np.mean(experts, axis=0)
+    assert (np.stack(experts) >= 0).all()  # relu on the last layer too
+    for out in outputs:
+        np.testing.assert_allclose(ops.convert_to_numpy(out), expected, atol=1e-5)
+    again = MMoE.from_config(layer.get_config())
+    assert again.expert_activations == [["relu", "relu"]] * 3
+    with pytest.raises(ValueError, match="one activation per expert layer"):
+        MMoE(num_tasks=2, expert_output_dims=[4, 3], expert_activations=[["relu"]] * 3)
+
+
+def test_mmoe_accepts_the_sparse_moe_gate_spelling_deprecated():
+    from keras_mtl.layers import MMoE
+
+    with pytest.warns(DeprecationWarning, match="noise_topk"):
+        layer = MMoE(
+            num_tasks=1,
+            expert_output_dims=[3],
+            expert_activations=None,
+            num_experts=3,
+            gate_type="noisy_topk",
+        )
+    assert layer.get_config()["gate_type"] == "noise_topk"

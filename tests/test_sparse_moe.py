@@ -62,7 +62,7 @@ def _hier(x, init_seed=0, **kwargs):
     [
         ({"top_k": 5, "num_experts": 3}, r"Received: top_k=5 with num_experts=3"),
         ({"top_k": 0}, r"top_k=0"),
-        ({"gate_type": "noisy_topk", "top_k": 4, "num_experts": 4}, r"top_k=4"),
+        ({"gate_type": "noise_topk", "top_k": 4, "num_experts": 4}, r"top_k=4"),
         ({"gate_type": "switch"}, r"gate_type='switch'"),
         ({"dispatcher": "ragged"}, r"dispatcher='ragged'"),
         ({"capacity_factor": 0.0}, r"capacity_factor=0.0"),
@@ -72,7 +72,7 @@ def _hier(x, init_seed=0, **kwargs):
         ({"min_capacity": 0}, r"min_capacity=0"),
         ({"group_size": 0}, r"group_size=0"),
         ({"jitter_eps": 1.5}, r"jitter_eps=1.5"),
-        ({"balance_loss_weight": -0.1}, r"balance_loss_weight=-0.1"),
+        ({"switch_loss_weight": -0.1}, r"switch_loss_weight=-0.1"),
         ({"activation": "prelu"}, r"activation='prelu'"),
         ({"activation": "nope"}, r"activation='nope'"),
         ({"expert_hidden_units": [4, 0]}, r"expert_hidden_units"),
@@ -133,7 +133,7 @@ def test_hierarchical_moe_bad_arguments(kwargs, match):
 
 
 def test_capacity_formulas():
-    # moe.md §2.3: S=4096, k=2, cf=1.25, E=64 -> C=160.
+    # C = ceil(k * S * cf / E): S=4096, k=2, cf=1.25, E=64 -> C=160.
     assert routing.expert_capacity(4096, 64, 2, 1.25, 4) == 160
     assert routing.expert_capacity(10, 8, 1, 0.1, 4) == 4  # the minimum
     assert routing.expert_capacity(6, 2, 2, 4.0, 1) == 6  # at most S
@@ -269,9 +269,9 @@ def test_losses_sum_with_coefficients_and_ignore_padding():
     mask = np.ones((12,), bool)
     mask[8:] = False
     parts = {}
-    for name in ("balance_loss_weight", "importance_loss_weight", "z_loss_weight"):
+    for name in ("switch_loss_weight", "importance_loss_weight", "z_loss_weight"):
         weights = {
-            "balance_loss_weight": 0.0,
+            "switch_loss_weight": 0.0,
             "importance_loss_weight": 0.0,
             "z_loss_weight": 0.0,
         }
@@ -285,20 +285,20 @@ def test_losses_sum_with_coefficients_and_ignore_padding():
         layer(x_pad, mask=mask)
         np.testing.assert_allclose(float(_np(layer.losses[0])), parts[name], rtol=1e-6)
     layer = _sparse(
-        x, balance_loss_weight=2.0, importance_loss_weight=2.0, z_loss_weight=2.0
+        x, switch_loss_weight=2.0, importance_loss_weight=2.0, z_loss_weight=2.0
     )
     layer(x, mask=mask)
     np.testing.assert_allclose(
         float(_np(layer.losses[0])), sum(parts.values()), rtol=1e-5
     )
-    silent = _sparse(x, balance_loss_weight=0.0)
+    silent = _sparse(x, switch_loss_weight=0.0)
     silent(x)
     assert silent.losses == []
 
 
 def test_noise_and_jitter_only_in_training_and_reproducible():
     x = _x((20, 6), seed=5)
-    layer = _sparse(x, gate_type="noisy_topk", jitter_eps=0.1, seed=3)
+    layer = _sparse(x, gate_type="noise_topk", jitter_eps=0.1, seed=3)
     layer.noise_kernel.assign(np.full(layer.noise_kernel.shape, 0.5, "float32"))
     a, b = _np(layer(x)), _np(layer(x))
     np.testing.assert_array_equal(a, b)
@@ -306,7 +306,7 @@ def test_noise_and_jitter_only_in_training_and_reproducible():
     assert not np.allclose(t1, t2)
     outs = []
     for _ in range(2):
-        again = _sparse(x, gate_type="noisy_topk", jitter_eps=0.1, seed=3)
+        again = _sparse(x, gate_type="noise_topk", jitter_eps=0.1, seed=3)
         again.noise_kernel.assign(np.full(again.noise_kernel.shape, 0.5, "float32"))
         outs.append(_np(again(x, training=True)))
     np.testing.assert_array_equal(outs[0], outs[1])
@@ -315,7 +315,7 @@ def test_noise_and_jitter_only_in_training_and_reproducible():
 def test_injected_router_noise_is_deterministic():
     x = _x((10, 6), seed=6)
     noise = _x((10, 6), seed=7)
-    layer = _sparse(x, gate_type="noisy_topk", importance_loss_weight=1.0)
+    layer = _sparse(x, gate_type="noise_topk", importance_loss_weight=1.0)
     a = _np(layer(x, training=True, router_noise=noise))
     b = _np(layer(x, training=True, router_noise=noise))
     np.testing.assert_array_equal(a, b)
@@ -482,7 +482,7 @@ def test_config_roundtrip_every_argument():
         expert_hidden_units=[7, 3],
         output_dim=4,
         top_k=3,
-        gate_type="noisy_topk",
+        gate_type="noise_topk",
         normalize_gates=False,
         capacity_factor=1.5,
         eval_capacity_factor=3.0,
@@ -493,7 +493,7 @@ def test_config_roundtrip_every_argument():
         activation="gelu",
         use_bias=False,
         jitter_eps=0.05,
-        balance_loss_weight=0.2,
+        switch_loss_weight=0.2,
         importance_loss_weight=0.3,
         z_loss_weight=0.001,
         kernel_initializer=keras.initializers.HeNormal(seed=1),
@@ -973,3 +973,24 @@ def test_float_mask_values_mean_real_where_nonzero():
     np.testing.assert_array_equal(
         _np(layer(x, mask=half)), _np(layer(x, mask=half != 0))
     )
+
+
+def test_deprecated_spellings_load_old_configs():
+    """Configs saved before the renames (`balance_loss_weight`,
+    `gate_type="noisy_topk"`) load, warn and give the same layer."""
+    old = SparseMoE(num_experts=4, expert_hidden_units=[3]).get_config()
+    old.pop("switch_loss_weight")
+    old.update(balance_loss_weight=0.3, gate_type="noisy_topk")
+    with pytest.warns(DeprecationWarning, match="switch_loss_weight"):
+        layer = SparseMoE.from_config(old)
+    assert (layer.switch_loss_weight, layer.gate_type) == (0.3, "noise_topk")
+    config = layer.get_config()
+    assert "balance_loss_weight" not in config
+    assert config["gate_type"] == "noise_topk"
+    with pytest.raises(ValueError, match="not both"):
+        SparseMoE(
+            num_experts=4,
+            expert_hidden_units=[3],
+            switch_loss_weight=0.2,
+            balance_loss_weight=0.3,
+        )

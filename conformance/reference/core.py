@@ -1,8 +1,9 @@
 """References for the core layers: AddBias, Dense, MLP, pooling, LayerNorm,
 LogitCorrection, Activation and MergeTensorList.
 
-Semantics: `shared/design/layers.md` sections 1-5, 10-12, with the decisions
-recorded in each spec's `deviations`.
+Semantics: the reference library's for these layers (LayerNorm: Ba et al.,
+2016); where this package deviates from the reference library, the decision is
+recorded in each spec's `deviations` list.
 """
 
 from __future__ import annotations

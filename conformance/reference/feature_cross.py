@@ -1,8 +1,9 @@
 """References for the feature-cross layers: DCN, CIN, AllInt, CDot.
 
-Semantics: the manual (`001_56ba6fa5ec6ac7e0.txt`, section feature_cross),
-`shared/design/layers.md` section 6 and the papers, with the decisions
-recorded in each spec's `deviations`. Row-vector convention: `x @ K`.
+Semantics: the reference library's manual for these layers (section
+feature_cross) and the papers (DCN, DCN V2, xDeepFM); where this package
+deviates from the reference library, the decision is recorded in each spec's
+`deviations` list. Row-vector convention: `x @ K`.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """References for the feature-transform layers: AutoInt and SeNet.
 
-Semantics: the manual (`001_56ba6fa5ec6ac7e0.txt`, section feature_trans),
-`shared/design/layers.md` section 9 and the papers (AutoInt, SENet), with the
-decisions recorded in each spec's `deviations`. Row-vector convention.
+Semantics: the reference library's manual for these layers (section
+feature_trans) and the papers (AutoInt, SENet); where this package deviates
+from the reference library, the decision is recorded in each spec's
+`deviations` list. Row-vector convention.
 """
 
 from __future__ import annotations

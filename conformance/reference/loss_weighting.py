@@ -6,9 +6,10 @@ Eq. 7 in the form `sum_i exp(-s_i) * L_i + s_i` with `s_i = log(sigma_i^2)`
 (twice the paper's regression objective, the same minimiser), applied
 element-wise.
 
-GradNorm: the reference library's simplified GradNorm (design notes,
-layers.md section 11.2; Chen et al., ICML 2018 without the `r_i^alpha`
-target), with the gradient norms given as an input.
+GradNorm: the reference library's simplified GradNorm (Chen et al., ICML
+2018 without the `r_i^alpha` target), with the gradient norms given as an
+input; where this package deviates from the reference library, the decision
+is recorded in the spec's `deviations` list.
 """
 
 from __future__ import annotations

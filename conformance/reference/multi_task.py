@@ -6,8 +6,9 @@ Neural Networks" (2017) for top-k gating and the CV² importance loss; Ma et
 al., "SNR: Sub-Network Routing for Flexible Parameter Sharing in Multi-Task
 Learning" (AAAI 2019) and Louizos et al., "Learning Sparse Neural Networks
 through L0 Regularization" (2018) for hard-concrete gates. Layer-specific
-conventions (weight layout, expert MLP rules) follow
-`shared/design/layers.md` §13 with the decisions in each spec's `deviations`.
+conventions (weight layout, expert MLP rules) are the reference library's for
+these layers; where this package deviates from it, the decision is recorded in
+the spec's `deviations` list.
 Stochastic paths (gate noise, hard-concrete sampling) are not referenced here.
 """
 

@@ -8,8 +8,8 @@ CV² importance/load losses and the normal-CDF load estimator (T2T
 choice-major position-in-expert priority; Fedus et al., "Switch Transformers"
 (2021) for the E·Σ f·P balance loss; Zoph et al., "ST-MoE" (2022) for the
 router z-loss; Mesh-TF `transformer_moe_layer_v2` and `_top_2_gating` for the
-2-level hierarchical MoE. The exact formulas are the project's MoE contract
-(issue 6); everything is recomputed here in float64 from those formulas.
+2-level hierarchical MoE. The exact formulas are stated in each spec's
+description; everything is recomputed here in float64 from them.
 Random paths (jitter, sampled router noise, sampled second-expert uniforms)
 are referenced only when the random numbers are passed in as call arguments.
 """
@@ -74,7 +74,7 @@ def sparse_route(x, weights, config, training, mask=None, router_noise=None):
     num_experts = int(config["num_experts"])
     k = int(config.get("top_k", 2))
     gate_type = config.get("gate_type", "softmax")
-    noisy = gate_type == "noisy_topk"
+    noisy = gate_type == "noise_topk"
     nonpad = np.ones(num_tokens, bool) if mask is None else np.asarray(mask, bool)
 
     # 1. groups (contiguous; padding tokens to G*S are masked and never route)
@@ -106,7 +106,7 @@ def sparse_route(x, weights, config, training, mask=None, router_noise=None):
     std = None
     if noisy and training:
         if router_noise is None:
-            raise ValueError("noisy_topk in training needs an injected router_noise")
+            raise ValueError("noise_topk in training needs an injected router_noise")
         std = common.softplus(x @ weights["noise_kernel"]) + NOISE_EPSILON
         route = logits + np.asarray(router_noise, np.float64) * std
     else:
@@ -208,7 +208,7 @@ def sparse_moe(inputs, weights, config, training, **kwargs) -> Result:
     }
 
     # losses
-    weight_bal = config.get("balance_loss_weight", 1e-2)
+    weight_bal = config.get("switch_loss_weight", 1e-2)
     weight_imp = config.get("importance_loss_weight", 0.0)
     weight_z = config.get("z_loss_weight", 0.0)
     losses = []

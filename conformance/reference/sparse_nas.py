@@ -1,9 +1,9 @@
 """References for the sparse-NAS layers (float64, NumPy only).
 
-Semantics: the manual (`001_56ba6fa5ec6ac7e0.txt`, section sparse_nas, whose
-mask tables are normative), `shared/design/layers.md` section 14 and the
-design decisions recorded in each spec's `description` and `deviations`.
-Written from that design, not from the layer code.
+Semantics: the reference library's manual for these layers (section
+sparse_nas, whose mask tables are normative); the decisions where this package
+deviates from the reference library are recorded in each spec's `description`
+and `deviations` list. Written from those, not from the layer code.
 
 Every layer maps x `(B, total_width)` (features concatenated in order) to
 `x * mask`, with `mask` `(total_width,)` built from the weights.

@@ -94,7 +94,7 @@ class DCN(keras.layers.Layer):
     - with kernel norm, each kernel `<name>` has a scale `<name>_norm` of its
       shape without the input axis (`(1,)`, `(d,)`, `(E, r)`, `(E,)`).
 
-    Peer weight mapping (identical maths, peers.md §6.2):
+    Weight mapping to peer libraries (the same maths):
 
     - keras-rs `FeatureCross()` (one per layer, called `(x0, x_i)`,
       `diag_scale=0`, no `pre_activation`): `dense.kernel = kernel_{i}`,

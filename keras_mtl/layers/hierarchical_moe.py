@@ -38,15 +38,15 @@ class HierarchicalMoE(keras.layers.Layer):
     `act(v @ K_in[x, y] + b_in) @ K_out[x, y] + b_out`. Outputs are combined
     inner, then outer. Every token reaches 0 to 3 experts.
 
-    Top-2 gating, per level (all float32; `moe.md` §1c): `g1, i1` the best
-    expert, `g2, i2` the best of the rest, `g1, g2` normalized by
-    `g1 + g2 + 1e-9`; the second choice is kept per the policy (`"all"`,
-    `"none"`, `"threshold"`: `g2 > t`, `"random"`: `u < g2 / t` with
-    `u ~ U(0, 1)`), separately for training and inference; first choices
-    take capacity before second choices; gates are not renormalized after
-    drops. Balance loss per level: `E^2 * mean(mean_S(m1) * mean_S(p))`.
-    `(loss_outer + loss_inner) * loss_coef` is added with `add_loss` on
-    every call.
+    Top-2 gating, per level (all float32; Mesh-TensorFlow's `_top_2_gating`):
+    `g1, i1` the best expert, `g2, i2` the best of the rest, `g1, g2`
+    normalized by `g1 + g2 + 1e-9`; the second choice is kept per the policy
+    (`"all"`, `"none"`, `"threshold"`: `g2 > t`, `"random"`: `u < g2 / t` with
+    `u ~ U(0, 1)`), separately for training and inference; first choices take
+    capacity before second choices; gates are not renormalized after drops.
+    Balance loss per level: `E^2 * mean(mean_S(m1) * mean_S(p))`.
+    `(loss_outer + loss_inner) * loss_coef` is added with `add_loss` on every
+    call.
 
     Args:
         num_experts: a pair of ints `(X, Y)`, each >= 2: outer groups and

@@ -24,6 +24,8 @@ from keras_mtl.layers.stacked_mlp import check_expert_input
 from keras_mtl.layers.stacked_mlp import per_expert_initializers
 
 GATE_TYPES = ("softmax", "topk", "noise_topk")
+# Accepted, deprecated: the spelling `SparseMoE` used before.
+GATE_TYPE_ALIASES = {"noisy_topk": "noise_topk"}
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -58,9 +60,11 @@ class MMoE(keras.layers.Layer):
 
     Experts are `MLP`s with this layer's weight-norm, bias and batch-norm
     settings (weight normalization is **on by default**) and follow its
-    activation rules: each expert receives a **single** activation, so its
-    hidden layers use it and its **last layer is linear**
-    (`expert_output_dims=[8, 4]` with `"relu"` gives relu, linear).
+    activation rules: an expert given a **single** activation uses it on its
+    hidden layers and its **last layer is linear**
+    (`expert_output_dims=[8, 4]` with `"relu"` gives relu, linear); an
+    expert given a list has one activation per layer (`["relu", "relu"]`
+    is relu on every layer, as DeepCTR's experts).
     `expert_activations=None` gives fully linear experts. When all experts
     have the same dims and the same activation, their weights are stacked
     (`experts/dense_{i}/kernel` of shape `[E, in, out]`) and all experts run
@@ -72,14 +76,16 @@ class MMoE(keras.layers.Layer):
             MLP for every expert; an int means one layer), or a list of such
             lists (one MLP per expert; last dims must be equal).
         expert_activations: activation for every expert (a name, serialized
-            dict, Keras layer or callable), or a list with one activation per
-            expert. `None` means linear experts. Unknown names raise a
-            `ValueError`.
+            dict, Keras layer or callable), or a list with one entry per
+            expert; an entry may itself be a list with one activation per
+            layer of that expert (`[["relu", "relu"]] * E`). `None` means
+            linear. Unknown names raise a `ValueError`.
         expert_initializers: kernel initializer for every expert (a Keras
             initializer, its name or its config; a seeded one gets seed
             `seed + e` for expert `e`, so experts differ), or a list with one
             per expert. Defaults to `"glorot_uniform"`.
-        gate_type: one of `"softmax"`, `"topk"`, `"noise_topk"`. Defaults to
+        gate_type: one of `"softmax"`, `"topk"`, `"noise_topk"` (the
+            spelling `"noisy_topk"` is accepted, deprecated). Defaults to
             `"softmax"`.
         top_k: int in `[1, num_experts]`. Experts kept by the top-k gates.
             Defaults to `1`.
@@ -172,7 +178,9 @@ class MMoE(keras.layers.Layer):
         super().__init__(**kwargs)
         # Passed args.
         self.num_tasks = validation.positive_int("num_tasks", num_tasks)
-        self.gate_type = validation.one_of("gate_type", gate_type, GATE_TYPES)
+        self.gate_type = validation.choice(
+            "MMoE", "gate_type", gate_type, GATE_TYPES, GATE_TYPE_ALIASES
+        )
         per_expert_dims = _is_list_of_lists(expert_output_dims)
         self.num_experts = _infer_num_experts(
             num_experts,
@@ -187,11 +195,11 @@ class MMoE(keras.layers.Layer):
         self.expert_activations = _per_expert(
             "expert_activations", expert_activations, self.num_experts
         )
-        for act in self.expert_activations:
-            activations.get_named("expert_activations", act)  # Fails early.
         self.expert_activations = [
-            a if a is None or isinstance(a, str) else activations.serialize(a)
-            for a in self.expert_activations
+            _expert_activation(a, dims)
+            for a, dims in zip(
+                self.expert_activations, self.expert_output_dims, strict=True
+            )
         ]
         if isinstance(expert_initializers, (list, tuple)):
             inits = _per_expert(
@@ -248,10 +256,8 @@ class MMoE(keras.layers.Layer):
         mlp_kwargs = {**mlp_options(self), "dtype": self.dtype_policy}
         # A single activation per expert: hidden layers use it, the last layer
         # is linear (MLP rule); `None` means linear (Keras `activations.get`).
-        mlp_acts = [
-            "linear" if a is None else activations.get(a)
-            for a in self.expert_activations
-        ]
+        # A per-layer list is used as it is.
+        mlp_acts = [_mlp_activations(a) for a in self.expert_activations]
         # Sub-layers are created here so their names (weight paths) are stable.
         self.stacked = _all_equal(
             [json.dumps(d) for d in self.expert_output_dims]
@@ -476,6 +482,32 @@ def _resolve_dims(dims: Any, num_experts: int, per_expert: bool) -> list[list[in
             f"Received: expert_output_dims={[list(d) for d in dims]!r}"
         )
     return resolved
+
+
+def _expert_activation(value: Any, dims: list[int]) -> Any:
+    """One expert's activation, checked and serializable: `None`, a name or
+    dict, or a list with one of those per layer of the expert."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != len(dims):
+            raise ValueError(
+                "An entry of `expert_activations` given as a list needs one "
+                f"activation per expert layer. Received: {list(value)!r} for "
+                f"expert_output_dims={dims}"
+            )
+        return [_expert_activation(a, [1]) for a in value]
+    activations.get_named("expert_activations", value)  # Fails early.
+    return (
+        value
+        if value is None or isinstance(value, str)
+        else (activations.serialize(value))
+    )
+
+
+def _mlp_activations(value: Any) -> Any:
+    """`MLP`'s `activations` for one expert (`None` is linear here)."""
+    if isinstance(value, list):
+        return ["linear" if a is None else activations.get(a) for a in value]
+    return "linear" if value is None else activations.get(value)
 
 
 def _per_expert(name: str, value: Any, num_experts: int) -> list[Any]:

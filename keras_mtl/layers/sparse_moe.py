@@ -16,7 +16,9 @@ from keras_mtl import routing
 from keras_mtl import validation
 from keras_mtl.backend import grouped
 
-GATE_TYPES = ("softmax", "noisy_topk")
+GATE_TYPES = ("softmax", "noise_topk")
+# Earlier spellings, still accepted (deprecated) so old configs load.
+GATE_TYPE_ALIASES = {"noisy_topk": "noise_topk"}
 DISPATCHERS = ("auto", "index", "grouped", "einsum", "dense")
 
 
@@ -80,7 +82,7 @@ class SparseMoE(keras.layers.Layer):
       matmul of the same shape; torch's CUDA `_grouped_mm` outside bfloat16
       on 9.x/10.x loops over the experts with a host sync.
 
-    Gates: `"softmax"`, or `"noisy_topk"` (Shazeer et al., 2017): in training
+    Gates: `"softmax"`, or `"noise_topk"` (Shazeer et al., 2017): in training
     `route = logits + N(0, 1) * (softplus(x @ W_noise) + 1e-2)`. With
     `jitter_eps > 0` the router input is multiplied by `U[1-eps, 1+eps]` in
     training (Switch). Routing runs in float32 under mixed precision; the
@@ -88,7 +90,7 @@ class SparseMoE(keras.layers.Layer):
 
     One auxiliary loss is added with `add_loss` on every call when any
     coefficient is positive, over non-padded tokens only:
-    `balance_loss_weight * E * sum_e f_e * P_e` (Switch/GShard; `f_e` the
+    `switch_loss_weight * E * sum_e f_e * P_e` (Switch/GShard; `f_e` the
     fraction of the `k*N` assignments routed to `e` before drops, `P_e` the
     mean probability; minimum 1),
     `+ importance_loss_weight * (cv2(importance) + cv2(load))` (Shazeer; the
@@ -107,7 +109,9 @@ class SparseMoE(keras.layers.Layer):
         output_dim: int or `None`. Output width; `None` keeps the input width.
             Defaults to `None`.
         top_k: int in `[1, num_experts]`. Experts per token. Defaults to `2`.
-        gate_type: `"softmax"` or `"noisy_topk"`. Defaults to `"softmax"`.
+        gate_type: `"softmax"` or `"noise_topk"` (the name `MMoE` uses;
+            the earlier spelling `"noisy_topk"` is accepted, deprecated).
+            Defaults to `"softmax"`.
         normalize_gates: bool. Renormalize the `k` gates to sum to 1.
             Defaults to `True`.
         capacity_factor: float > 0, or `None` for dropless routing. Capacity
@@ -129,13 +133,16 @@ class SparseMoE(keras.layers.Layer):
         use_bias: bool. Expert biases. Defaults to `True`.
         jitter_eps: float in `[0, 1)`. Multiplicative router-input jitter in
             training. Defaults to `0.0`.
-        balance_loss_weight: float >= 0. Defaults to `1e-2`.
+        switch_loss_weight: float >= 0. Coefficient of the Switch balance
+            loss (named `balance_loss_weight` before; that name is accepted,
+            deprecated, and is `MMoE`'s CV² loss coefficient). Defaults to
+            `1e-2`.
         importance_loss_weight: float >= 0. Defaults to `0.0`.
         z_loss_weight: float >= 0. Defaults to `0.0`.
         kernel_initializer: expert kernels. Defaults to `"glorot_uniform"`.
         bias_initializer: expert biases. Defaults to `"zeros"`.
         router_initializer: router kernel. Defaults to `"glorot_uniform"`.
-        noise_initializer: noise kernel (`"noisy_topk"`). Defaults to
+        noise_initializer: noise kernel (`"noise_topk"`). Defaults to
             `"zeros"`.
         seed: int or `None`. Seed of the router noise and jitter. Defaults to
             `None`.
@@ -154,7 +161,7 @@ class SparseMoE(keras.layers.Layer):
     Input shape: `(..., d)`. Output shape: `(..., output_dim)`.
 
     Weights: `router_kernel` `[d, E]`, `noise_kernel` `[d, E]`
-    (`"noisy_topk"`), `expert_kernel_{i}` `[E, d_i, d_{i+1}]` and
+    (`"noise_topk"`), `expert_kernel_{i}` `[E, d_i, d_{i+1}]` and
     `expert_bias_{i}` `[E, d_{i+1}]` with `d_0 = d`, the hidden units, then
     `output_dim`.
 
@@ -196,7 +203,7 @@ class SparseMoE(keras.layers.Layer):
         activation: str | Any = "relu",
         use_bias: bool = True,
         jitter_eps: float = 0.0,
-        balance_loss_weight: float = 1e-2,
+        switch_loss_weight: float = 1e-2,
         importance_loss_weight: float = 0.0,
         z_loss_weight: float = 0.0,
         kernel_initializer: str | keras.initializers.Initializer = "glorot_uniform",
@@ -206,6 +213,14 @@ class SparseMoE(keras.layers.Layer):
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
+        switch_loss_weight = validation.renamed(
+            "SparseMoE",
+            kwargs,
+            "balance_loss_weight",
+            "switch_loss_weight",
+            switch_loss_weight,
+            1e-2,
+        )
         super().__init__(**kwargs)
         self.num_experts = validation.positive_int("num_experts", num_experts)
         # `[]` is meaningful here: linear experts.
@@ -224,10 +239,12 @@ class SparseMoE(keras.layers.Layer):
                 "`top_k` must be at most `num_experts`. "
                 f"Received: top_k={top_k} with num_experts={num_experts}"
             )
-        self.gate_type = validation.one_of("gate_type", gate_type, GATE_TYPES)
-        if gate_type == "noisy_topk" and self.top_k == self.num_experts:
+        self.gate_type = validation.choice(
+            "SparseMoE", "gate_type", gate_type, GATE_TYPES, GATE_TYPE_ALIASES
+        )
+        if self.gate_type == "noise_topk" and self.top_k == self.num_experts:
             raise ValueError(
-                "`gate_type='noisy_topk'` needs `top_k < num_experts` (its load "
+                "`gate_type='noise_topk'` needs `top_k < num_experts` (its load "
                 "estimate compares with the (k+1)-th logit). "
                 f"Received: top_k={top_k} with num_experts={num_experts}"
             )
@@ -249,8 +266,8 @@ class SparseMoE(keras.layers.Layer):
         self.jitter_eps = validation.in_range(
             "jitter_eps", jitter_eps, 0.0, 1.0, high_inclusive=False
         )
-        self.balance_loss_weight = validation.non_negative_float(
-            "balance_loss_weight", balance_loss_weight
+        self.switch_loss_weight = validation.non_negative_float(
+            "switch_loss_weight", switch_loss_weight
         )
         self.importance_loss_weight = validation.non_negative_float(
             "importance_loss_weight", importance_loss_weight
@@ -289,7 +306,7 @@ class SparseMoE(keras.layers.Layer):
             shape=(self.input_dim, self.num_experts),
             initializer=self.router_initializer,
         )
-        if self.gate_type == "noisy_topk":
+        if self.gate_type == "noise_topk":
             self.noise_kernel = self.add_weight(
                 name="noise_kernel",
                 shape=(self.input_dim, self.num_experts),
@@ -463,7 +480,7 @@ class SparseMoE(keras.layers.Layer):
         logits = ops.matmul(xr, ops.cast(self.router_kernel, "float32"))
         route = logits
         stddev = None
-        noisy = self.gate_type == "noisy_topk" and training
+        noisy = self.gate_type == "noise_topk" and training
         if noisy:
             stddev = (
                 ops.softplus(ops.matmul(xr, ops.cast(self.noise_kernel, "float32")))
@@ -550,7 +567,7 @@ class SparseMoE(keras.layers.Layer):
 
     def _loss_weights_positive(self) -> bool:
         return (
-            self.balance_loss_weight > 0
+            self.switch_loss_weight > 0
             or self.importance_loss_weight > 0
             or self.z_loss_weight > 0
         )
@@ -572,9 +589,9 @@ class SparseMoE(keras.layers.Layer):
         probs = router["probs"]
         terms = []
         chosen = ops.sum(onehot, axis=1)  # [T, E]
-        if self.balance_loss_weight > 0:
+        if self.switch_loss_weight > 0:
             terms.append(
-                self.balance_loss_weight
+                self.switch_loss_weight
                 * routing.switch_balance_loss(probs, chosen, valid)
             )
         if self.importance_loss_weight > 0:
@@ -626,7 +643,7 @@ class SparseMoE(keras.layers.Layer):
                 "activation": activations.serialize(self.activation),
                 "use_bias": self.use_bias,
                 "jitter_eps": self.jitter_eps,
-                "balance_loss_weight": self.balance_loss_weight,
+                "switch_loss_weight": self.switch_loss_weight,
                 "importance_loss_weight": self.importance_loss_weight,
                 "z_loss_weight": self.z_loss_weight,
                 "kernel_initializer": keras.initializers.serialize(

@@ -180,7 +180,8 @@ class StackedDense(keras.layers.Layer):
         a batched `[E, B, in] x [E, in, units]` product with the batch axis
         first. With the einsums `"bi,eio->beo"` / `"bei,eio->beo"` an MMoE
         training step (B=2048, in=512, E=8, [256, 128]) took 1.3x as long on
-        JAX and 1.16x on TensorFlow (CPU, bench/mmoe_results.md). On torch the
+        JAX and 1.16x on TensorFlow (CPU; bench/mmoe_results.md as of commit
+        89979ec). On torch the
         bias is added inside the matmul (`keras_mtl.backend.affine`).
         """
         kernel, bias = self.stacked_weights()
