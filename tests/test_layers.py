@@ -14,7 +14,12 @@ import keras_mtl
 from keras_mtl import activations
 from keras_mtl import layers
 
-ALL_LAYERS = [getattr(layers, name) for name in layers.__all__]
+# The public classes (`__all__` also lists functions such as `nas_masks`).
+ALL_LAYERS = [
+    getattr(layers, name)
+    for name in layers.__all__
+    if inspect.isclass(getattr(layers, name))
+]
 
 
 def _x(*shape):
@@ -745,3 +750,16 @@ def test_docstring_defaults_match_signature(cls):
         assert ast.literal_eval(default.group(1)) == param.default, (
             f"`{name}`: docstring says {default.group(1)}, signature {param.default!r}"
         )
+
+
+@pytest.mark.backend_independent
+def test_all_lists_every_export_once():
+    """`keras_mtl.layers.__all__` is the module's whole public surface (the
+    family sub-packages aside)."""
+    exported = {
+        name
+        for name, value in vars(layers).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
+    assert sorted(layers.__all__) == sorted(exported)
+    assert len(set(layers.__all__)) == len(layers.__all__)

@@ -883,7 +883,7 @@ def test_affine_adapters_match_numpy():
 
 
 def test_stacked_dense_matches_dense_per_slice_and_roundtrips():
-    from keras_mtl.layers.stacked_mlp import StackedDense
+    from keras_mtl.layers.core.stacked_mlp import StackedDense
 
     layer = StackedDense(3, 2, ["glorot_uniform"] * 3, allow_kernel_norm=True)
     x = _x((4, 5))

@@ -8,8 +8,8 @@ import pytest
 from keras import ops
 
 from keras_mtl import layers
-from keras_mtl.layers.agru import dynamic_rnn_with_attention
-from keras_mtl.layers.agru import static_rnn_with_attention
+from keras_mtl.layers.sequence.agru import dynamic_rnn_with_attention
+from keras_mtl.layers.sequence.agru import static_rnn_with_attention
 
 RNG = np.random.default_rng(0)
 MASK = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=bool)

@@ -9,7 +9,7 @@ from keras import ops
 
 from keras_mtl import validation
 from keras_mtl.backend.grad_norm import task_losses_and_grad_norms
-from keras_mtl.layers.grad_norm import GradNorm
+from keras_mtl.layers.multi_task.grad_norm import GradNorm
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")

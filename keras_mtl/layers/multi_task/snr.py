@@ -10,8 +10,8 @@ from keras import ops
 
 from keras_mtl import gating
 from keras_mtl import validation
-from keras_mtl.layers.dense import InitializerLike
-from keras_mtl.layers.dense import RegularizerLike
+from keras_mtl.layers.core.dense import InitializerLike
+from keras_mtl.layers.core.dense import RegularizerLike
 
 SNR_TYPES = ("trans", "aver")
 

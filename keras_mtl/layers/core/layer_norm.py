@@ -8,8 +8,8 @@ import keras
 from keras import ops
 
 from keras_mtl import validation
-from keras_mtl.layers.dense import InitializerLike
-from keras_mtl.layers.dense import RegularizerLike
+from keras_mtl.layers.core.dense import InitializerLike
+from keras_mtl.layers.core.dense import RegularizerLike
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")

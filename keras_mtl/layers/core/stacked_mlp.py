@@ -19,7 +19,7 @@ from keras_mtl import experts
 from keras_mtl import numerics
 from keras_mtl import validation
 from keras_mtl.backend.affine import affine
-from keras_mtl.layers.mlp import _resolve_activations
+from keras_mtl.layers.core.mlp import _resolve_activations
 
 
 def check_expert_input(layer: Any, what: str, shape: Any, expected: int | None) -> None:

@@ -10,11 +10,11 @@ from keras import ops
 
 from keras_mtl import activations
 from keras_mtl import validation
-from keras_mtl.layers.dense import InitializerLike
-from keras_mtl.layers.dense import RegularizerLike
-from keras_mtl.layers.stacked_mlp import StackedMLP
-from keras_mtl.layers.stacked_mlp import check_expert_input
-from keras_mtl.layers.stacked_mlp import per_expert_initializers
+from keras_mtl.layers.core.dense import InitializerLike
+from keras_mtl.layers.core.dense import RegularizerLike
+from keras_mtl.layers.core.stacked_mlp import StackedMLP
+from keras_mtl.layers.core.stacked_mlp import check_expert_input
+from keras_mtl.layers.core.stacked_mlp import per_expert_initializers
 
 
 def _task_expert_counts(value: Any, num_tasks: int) -> list[int]:

@@ -13,15 +13,15 @@ from keras_mtl import activations
 from keras_mtl import gating
 from keras_mtl import numerics
 from keras_mtl import validation
-from keras_mtl.layers.dense import InitializerLike
-from keras_mtl.layers.dense import RegularizerLike
-from keras_mtl.layers.mlp import MLP
-from keras_mtl.layers.mlp import check_mlp_options
-from keras_mtl.layers.mlp import mlp_options
-from keras_mtl.layers.mlp import serialize_mlp_options
-from keras_mtl.layers.stacked_mlp import StackedMLP
-from keras_mtl.layers.stacked_mlp import check_expert_input
-from keras_mtl.layers.stacked_mlp import per_expert_initializers
+from keras_mtl.layers.core.dense import InitializerLike
+from keras_mtl.layers.core.dense import RegularizerLike
+from keras_mtl.layers.core.mlp import MLP
+from keras_mtl.layers.core.mlp import check_mlp_options
+from keras_mtl.layers.core.mlp import mlp_options
+from keras_mtl.layers.core.mlp import serialize_mlp_options
+from keras_mtl.layers.core.stacked_mlp import StackedMLP
+from keras_mtl.layers.core.stacked_mlp import check_expert_input
+from keras_mtl.layers.core.stacked_mlp import per_expert_initializers
 
 GATE_TYPES = ("softmax", "topk", "noise_topk")
 # Accepted, deprecated: the spelling `SparseMoE` used before.

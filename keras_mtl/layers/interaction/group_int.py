@@ -11,8 +11,8 @@ from keras import ops
 from keras_mtl import activations
 from keras_mtl import merge
 from keras_mtl import validation
-from keras_mtl.layers._utils import merged_output_shape
-from keras_mtl.layers.mlp import MLP
+from keras_mtl.layers.core.mlp import MLP
+from keras_mtl.layers.interaction._shapes import merged_output_shape
 
 INTERACTION_TYPES = ("multiply", "dot")
 

@@ -10,7 +10,7 @@ from keras import ops
 
 from keras_mtl import activations
 from keras_mtl import validation
-from keras_mtl.layers.mlp import MLP
+from keras_mtl.layers.core.mlp import MLP
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")

@@ -10,7 +10,7 @@ from keras import ops
 
 from keras_mtl import merge
 from keras_mtl import validation
-from keras_mtl.layers._utils import merged_output_shape
+from keras_mtl.layers.interaction._shapes import merged_output_shape
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")

@@ -1,0 +1,2 @@
+"""Core layers: dense and MLP blocks, activations, normalization, pooling,
+merging."""

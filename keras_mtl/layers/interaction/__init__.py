@@ -1,0 +1,1 @@
+"""Feature-interaction layers: crosses, attention over fields, field-aware products."""

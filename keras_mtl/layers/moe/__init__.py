@@ -1,0 +1,1 @@
+"""Token-routed sparse mixtures of experts."""

@@ -1,0 +1,1 @@
+"""Neural-architecture-search layers: embedding-size selection and gating."""

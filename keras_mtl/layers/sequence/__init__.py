@@ -1,0 +1,1 @@
+"""Behaviour-sequence layers: DIN, DIEN, DMR_U2I and the attention GRU."""

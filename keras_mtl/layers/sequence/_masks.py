@@ -1,0 +1,58 @@
+"""Masks and input checks shared by the behaviour-sequence layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from keras_mtl import validation
+
+
+def sequence_mask(mask: Any, keys: Any, name: str = "mask") -> Any | None:
+    """Checks a `[B, T]` sequence mask against `keys` `[B, T, ...]`; bool or None.
+
+    Keras passes a list of masks for list inputs; the last entry (the keys')
+    is used then. Numeric masks keep the positions with `mask >= 1` (the
+    reference library's rule, pinned by the DIN conformance spec): `0.5` is
+    padding, never a weight.
+    """
+    if isinstance(mask, (list, tuple)):
+        mask = mask[-1]
+    if mask is None:
+        return None
+    shape = tuple(mask.shape)
+    expected = tuple(keys.shape[:2])
+    if len(shape) != 2 or any(
+        a is not None and b is not None and a != b
+        for a, b in zip(shape, expected, strict=True)
+    ):
+        raise ValueError(
+            f"`{name}` must have shape (batch, steps) = {expected} matching "
+            f"the keys. Received: {name}.shape={shape}"
+        )
+    if keras.backend.standardize_dtype(mask.dtype) == "bool":
+        return mask
+    return ops.greater_equal(ops.cast(mask, "float32"), 1.0)
+
+
+def input_shapes(layer: Any, input_shape: Any, expected: Any) -> list:
+    """The list of input shapes, with the count checked (`build` receives one
+    shape, not a list, for a single tensor)."""
+    is_list = (
+        isinstance(input_shape, (list, tuple))
+        and len(input_shape) > 0
+        and all(isinstance(s, (list, tuple)) for s in input_shape)
+    )
+    return validation.input_count(
+        layer, input_shape if is_list else [input_shape], expected
+    )
+
+
+def zero_padded(x: Any, mask: Any | None) -> Any:
+    """`x` `[B, T, ...]` with padded steps set to 0 (so NaN/inf padding stays out)."""
+    if mask is None:
+        return x
+    m = ops.reshape(mask, tuple(ops.shape(mask)) + (1,) * (len(x.shape) - 2))
+    return ops.where(m, x, ops.zeros_like(x))
