@@ -1,4 +1,4 @@
-"""Generate or check the reference outputs stored in `specs/*/golden.yaml`.
+"""Generate or check the reference outputs (`specs/<family>/<layer>/golden.yaml`).
 
     python -m conformance.goldens            # regenerate every layer
     python -m conformance.goldens --layer dense

@@ -53,9 +53,7 @@ def _samples(seed: int, count: int) -> list[tuple[str, str, int]]:
 def _case(spec_name: str, case_id: str) -> Any:
     from conformance import spec as spec_lib
 
-    spec = spec_lib.load_spec(
-        spec_lib.DEFAULT_SPEC_DIR / spec_name / spec_lib.SPEC_NAME
-    )
+    spec = spec_lib.find(spec_name)
     return next(c for c in spec.cases if c.id == case_id)
 
 

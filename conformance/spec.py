@@ -328,14 +328,32 @@ def load_spec(path: pathlib.Path | str) -> LayerSpec:
 
 
 def discover(spec_dirs: list[pathlib.Path | str] | None = None) -> list[LayerSpec]:
-    """All specs under the given directories (default: the repo's `specs/`)."""
+    """All specs under the given directories (default: the repo's `specs/`).
+
+    A spec is `<dir>/<layer>/spec.yaml` or, grouped by family,
+    `<dir>/<family>/<layer>/spec.yaml` (as the repo's own specs are); its
+    name is its folder's, which must be unique.
+    """
     dirs = [pathlib.Path(d) for d in (spec_dirs or [DEFAULT_SPEC_DIR])]
     specs = []
     for d in dirs:
         if not d.is_dir():
             raise SpecError(d, "spec directory does not exist")
-        specs.extend(load_spec(p) for p in sorted(d.glob(f"*/{SPEC_NAME}")))
+        paths = [*d.glob(f"*/{SPEC_NAME}"), *d.glob(f"*/*/{SPEC_NAME}")]
+        specs.extend(load_spec(p) for p in sorted(paths, key=lambda p: p.parent.name))
+    names = [spec.name for spec in specs]
+    for spec in specs:
+        if names.count(spec.name) > 1:
+            raise SpecError(spec.path, f"another spec is also named {spec.name!r}")
     return specs
+
+
+def find(name: str, spec_dirs: list[pathlib.Path | str] | None = None) -> LayerSpec:
+    """The spec named `name` (its folder's name) under `spec_dirs`."""
+    for spec in discover(spec_dirs):
+        if spec.name == name:
+            return spec
+    raise KeyError(f"no spec named {name!r}")
 
 
 # --- tensors ---------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Unit tests for the multi-task layers (run once per KERAS_BACKEND).
 
-Deterministic outputs are pinned by the conformance specs (`specs/mmoe*`,
-`specs/snr*`); these tests cover argument errors, stochastic properties,
+Deterministic outputs are pinned by the conformance specs (`specs/multi_task/mmoe*`,
+`specs/multi_task/snr*`); these tests cover argument errors, stochastic properties,
 config round-trips and training inside `model.fit`.
 """
 

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
+from conformance import spec as spec_lib
+
 # The runner's logic is shared by all backends (each backend's adapters run
 # in its conformance session).
 pytestmark = pytest.mark.backend_independent
@@ -51,7 +53,8 @@ def _run(
 
 def _copy_spec(tmp_path: pathlib.Path, name: str = "add_bias") -> pathlib.Path:
     specs = tmp_path / "specs"
-    shutil.copytree(ROOT / "specs" / name, specs / name)
+    # A user's flat layout (`<dir>/<layer>/spec.yaml`).
+    shutil.copytree(spec_lib.find(name).path.parent, specs / name)
     return specs
 
 

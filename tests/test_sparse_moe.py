@@ -1,7 +1,7 @@
 """Unit tests for SparseMoE and HierarchicalMoE (run once per KERAS_BACKEND).
 
-Numeric outputs are pinned by the specs (`specs/sparse_moe*`,
-`specs/hierarchical_moe*`); these tests cover argument errors, equality of
+Numeric outputs are pinned by the specs (`specs/moe/sparse_moe*`,
+`specs/moe/hierarchical_moe*`); these tests cover argument errors, equality of
 the dispatchers, capacity and drops, masks, losses, statistics, mixed
 precision, compiled calls, config round-trips and training in `model.fit`.
 """
