@@ -49,6 +49,6 @@ for backend in jax torch; do
 done
 for backend in jax torch; do
     step tests 60 $backend python3 -m pytest -q -p no:cacheprovider -n 4 \
-        --durations=15 tests/test_sparse_moe.py tests/test_multi_task.py \
+        --durations=15 tests/test_moe.py tests/test_multi_task.py \
         tests/test_training_loops.py
 done
