@@ -79,6 +79,19 @@ def log_sigmoid(x: Any) -> Any:
     return ops.log_sigmoid(x)
 
 
+def real_mask(mask: Any) -> Any:
+    """The library's one reading of a mask, as a bool tensor.
+
+    A bool mask is used as it is. A numeric mask marks a real step or token
+    where it is `>= 1` (the reference library's DIN rule), so a value such as
+    `0.5` is padding, never a weight; every masked layer reads masks so.
+    """
+    mask = ops.convert_to_tensor(mask)
+    if keras.backend.standardize_dtype(mask.dtype) == "bool":
+        return mask
+    return ops.greater_equal(ops.cast(mask, "float32"), 1.0)
+
+
 def masked_softmax(logits: Any, mask: Any | None = None, axis: int = -1) -> Any:
     """Softmax over `axis` that ignores masked positions.
 

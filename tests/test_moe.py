@@ -966,15 +966,6 @@ def test_integer_inputs_are_cast_to_the_compute_dtype(cls):
     )
 
 
-def test_float_mask_values_mean_real_where_nonzero():
-    x = _x((2, 6, 6))
-    layer = _sparse(x, group_size=6)
-    half = np.array([[1.0, 0.5, 0.0, 2.0, 1.0, 0.0]] * 2, "float32")
-    np.testing.assert_array_equal(
-        _np(layer(x, mask=half)), _np(layer(x, mask=half != 0))
-    )
-
-
 def test_deprecated_spellings_load_old_configs():
     """Configs saved before the renames (`balance_loss_weight`,
     `gate_type="noisy_topk"`) load, warn and give the same layer."""
@@ -987,6 +978,11 @@ def test_deprecated_spellings_load_old_configs():
     config = layer.get_config()
     assert "balance_loss_weight" not in config
     assert config["gate_type"] == "noise_topk"
+    with (
+        pytest.warns(DeprecationWarning),
+        pytest.raises(ValueError, match="balance_loss_weight=nan"),
+    ):
+        SparseMoE(num_experts=4, expert_hidden_units=[3], balance_loss_weight=np.nan)
     with pytest.raises(ValueError, match="not both"):
         SparseMoE(
             num_experts=4,
@@ -994,3 +990,21 @@ def test_deprecated_spellings_load_old_configs():
             switch_loss_weight=0.2,
             balance_loss_weight=0.3,
         )
+
+
+@pytest.mark.parametrize("cls", ["sparse", "hierarchical"])
+def test_numeric_masks_are_real_where_at_least_one(cls):
+    """The library's one mask rule (`numerics.real_mask`): a numeric mask is
+    real where `>= 1`, so 0.5 is padding, as in the sequence layers."""
+    x = np.random.default_rng(3).normal(size=(8, 4)).astype("float32")
+    numeric = np.array([1.0, 0.5, 2.0, 0.0, 1.0, 0.25, 1.0, 1.0], "float32")
+    if cls == "sparse":
+        layer = SparseMoE(num_experts=4, expert_hidden_units=[3], min_capacity=8)
+    else:
+        layer = HierarchicalMoE(
+            num_experts=[2, 2], expert_hidden_units=3, group_size=8, min_capacity=8
+        )
+    got = ops.convert_to_numpy(layer(x, mask=numeric))
+    want = ops.convert_to_numpy(layer(x, mask=numeric >= 1))
+    np.testing.assert_array_equal(got, want)
+    assert (got[numeric < 1] == 0).all()

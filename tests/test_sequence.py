@@ -498,7 +498,7 @@ def test_numeric_masks_are_real_where_at_least_one(name):
 
 
 @pytest.mark.parametrize("helper", ["static", "dynamic"])
-def test_rnn_helper_numeric_masks_are_real_where_nonzero(helper):
+def test_rnn_helper_numeric_masks_are_real_where_at_least_one(helper):
     run = (
         static_rnn_with_attention if helper == "static" else dynamic_rnn_with_attention
     )
@@ -506,7 +506,7 @@ def test_rnn_helper_numeric_masks_are_real_where_nonzero(helper):
     x, att = _normal(2, 4, 2), RNG.uniform(size=(2, 4)).astype("float32")
     numeric = np.array([[2.0, 0.5, 0.0, 1.0], [0.0, 1.0, 0.25, 0.0]], "float32")
     out, final = run(cell, x, att, mask=numeric)
-    out_b, final_b = run(cell, x, att, mask=numeric != 0)
+    out_b, final_b = run(cell, x, att, mask=numeric >= 1)
     np.testing.assert_array_equal(_np(final), _np(final_b))
     np.testing.assert_array_equal(_np(out), _np(out_b))
 

@@ -10,6 +10,7 @@ from keras import ops
 
 from keras_mtl import activations
 from keras_mtl import experts
+from keras_mtl import numerics
 from keras_mtl import routing
 from keras_mtl import validation
 from keras_mtl.backend import grouped
@@ -90,7 +91,7 @@ class HierarchicalMoE(keras.layers.Layer):
     Call args:
         inputs: `[..., d]` with a static token count (integer inputs are cast
             to the compute dtype).
-        mask: optional `inputs.shape[:-1]`, true (any nonzero value) for real
+        mask: optional `inputs.shape[:-1]`, true (numeric: `>= 1`) for real
             tokens (Mesh-TF `nonpadding`). Padded tokens are routed nowhere
             and output 0; their values are selected away, so a NaN there goes
             nowhere.
@@ -335,10 +336,10 @@ class HierarchicalMoE(keras.layers.Layer):
         if mask is None:
             importance = ops.ones((g1, s), dtype="float32")
         else:
-            # Any nonzero mask value marks a real token (importance 1). Padded
+            # Real where `>= 1` (`numerics.real_mask`; importance 1). Padded
             # values are selected away, so a NaN there reaches neither the
             # gates nor the loss.
-            real = ops.cast(ops.reshape(mask, (num_tokens,)), "bool")
+            real = numerics.real_mask(ops.reshape(mask, (num_tokens,)))
             x = ops.where(ops.expand_dims(real, -1), x, ops.zeros_like(x))
             importance = ops.reshape(ops.cast(real, "float32"), (g1, s))
         dispatcher = self.resolve_dispatcher(x)

@@ -150,7 +150,7 @@ class SparseMoE(keras.layers.Layer):
 
     Call args:
         inputs: `[..., d]` (integer inputs are cast to the compute dtype).
-        mask: optional `inputs.shape[:-1]`, true (any nonzero value) for real
+        mask: optional `inputs.shape[:-1]`, true (numeric: `>= 1`) for real
             tokens. Padded tokens take no capacity, count in no loss and
             output 0; their values are selected away, so a NaN there goes
             nowhere.
@@ -213,6 +213,12 @@ class SparseMoE(keras.layers.Layer):
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:
+        # Errors name the argument as the caller spelled it.
+        switch_name = (
+            "balance_loss_weight"
+            if "balance_loss_weight" in kwargs
+            else "switch_loss_weight"
+        )
         switch_loss_weight = validation.renamed(
             "SparseMoE",
             kwargs,
@@ -267,7 +273,7 @@ class SparseMoE(keras.layers.Layer):
             "jitter_eps", jitter_eps, 0.0, 1.0, high_inclusive=False
         )
         self.switch_loss_weight = validation.non_negative_float(
-            "switch_loss_weight", switch_loss_weight
+            switch_name, switch_loss_weight
         )
         self.importance_loss_weight = validation.non_negative_float(
             "importance_loss_weight", importance_loss_weight
@@ -429,10 +435,10 @@ class SparseMoE(keras.layers.Layer):
         if mask is None:
             valid = ops.ones_like(x[:, 0], dtype="bool")
         else:
-            # Any nonzero mask value marks a real token. Padded values are
+            # Real where `>= 1` (`numerics.real_mask`). Padded values are
             # selected away, not multiplied by 0: a NaN there must reach
             # neither the output nor the losses.
-            valid = ops.cast(ops.reshape(mask, (-1,)), "bool")
+            valid = numerics.real_mask(ops.reshape(mask, (-1,)))
             x = ops.where(ops.expand_dims(valid, -1), x, ops.zeros_like(x))
         noise = None
         if router_noise is not None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import keras
 from keras import ops
 
+from keras_mtl import numerics
 from keras_mtl import validation
 
 
@@ -32,9 +32,7 @@ def sequence_mask(mask: Any, keys: Any, name: str = "mask") -> Any | None:
             f"`{name}` must have shape (batch, steps) = {expected} matching "
             f"the keys. Received: {name}.shape={shape}"
         )
-    if keras.backend.standardize_dtype(mask.dtype) == "bool":
-        return mask
-    return ops.greater_equal(ops.cast(mask, "float32"), 1.0)
+    return numerics.real_mask(mask)
 
 
 def input_shapes(layer: Any, input_shape: Any, expected: Any) -> list:

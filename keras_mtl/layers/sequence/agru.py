@@ -8,6 +8,7 @@ import keras
 from keras import ops
 
 from keras_mtl import activations
+from keras_mtl import numerics
 from keras_mtl import validation
 from keras_mtl.backend.scan import scan_states
 
@@ -30,10 +31,11 @@ class AGRUCell(keras.layers.Layer):
     - `AUGRU` (DIEN paper): `u~ = a * u`, `h' = (1 - u~) * h + u~ * c`
       (the attention scales the update gate, so `a = 0` keeps `h`).
 
-    With a step mask `m` `[B]` (nonzero = real step), `h' <- where(m, h', h)`:
-    a masked (padded) step leaves the state unchanged. The helpers also
-    replace padded inputs and scores by zeros with a select first, so NaN
-    or inf padding reaches neither the states nor the gradients.
+    With a step mask `m` `[B]` (bool, or numeric: real where `>= 1`),
+    `h' <- where(m, h', h)`: a masked (padded) step leaves the state
+    unchanged. The helpers also replace padded inputs and scores by zeros
+    with a select first, so NaN or inf padding reaches neither the states
+    nor the gradients.
 
     `cell(x, state, att_score)` runs one step and returns `(h', h')`, as in
     the reference library. As a `keras.layers.RNN` cell,
@@ -191,7 +193,7 @@ class AGRUCell(keras.layers.Layer):
                 u = att * u
                 new = (1.0 - u) * h + u * c
         if step_mask is not None:
-            step_mask = ops.reshape(ops.cast(step_mask, "bool"), (-1, 1))
+            step_mask = ops.reshape(numerics.real_mask(step_mask), (-1, 1))
             new = ops.where(step_mask, new, h)
         return new
 
@@ -304,9 +306,10 @@ def _prepare(
                 f"Received: init_state.shape={shape}"
             )
     if mask is not None:
-        # Nonzero = real step. Padded inputs and scores are selected away
-        # (not multiplied by 0), so NaN padding reaches no state or gradient.
-        mask = ops.cast(mask, "bool")
+        # Real where `>= 1` (`numerics.real_mask`). Padded inputs and scores
+        # are selected away (not multiplied by 0), so NaN padding reaches no
+        # state or gradient.
+        mask = numerics.real_mask(mask)
         inputs = ops.where(ops.expand_dims(mask, -1), inputs, ops.zeros_like(inputs))
         if att_scores is not None:
             att_scores = ops.where(mask, att_scores, ops.zeros_like(att_scores))
@@ -328,7 +331,7 @@ def static_rnn_with_attention(
             cell's compute dtype).
         att_scores: `[B, T]` (or `[B, T, 1]`) attention scores, or `None`.
         init_state: `[B, U]`; zeros when `None`.
-        mask: `[B, T]`, bool or numeric with nonzero = real step; a masked
+        mask: `[B, T]`, bool or numeric (real where `>= 1`); a masked
             step keeps the previous state, and its input and score are
             replaced by zeros with a select (NaN padding stays out).
 
