@@ -349,10 +349,12 @@ def discover(spec_dirs: list[pathlib.Path | str] | None = None) -> list[LayerSpe
 
 
 def find(name: str, spec_dirs: list[pathlib.Path | str] | None = None) -> LayerSpec:
-    """The spec named `name` (its folder's name) under `spec_dirs`."""
-    for spec in discover(spec_dirs):
-        if spec.name == name:
-            return spec
+    """The spec named `name` (its folder's name) under `spec_dirs`; only its
+    own file is read."""
+    for d in [pathlib.Path(d) for d in (spec_dirs or [DEFAULT_SPEC_DIR])]:
+        paths = [*d.glob(f"{name}/{SPEC_NAME}"), *d.glob(f"*/{name}/{SPEC_NAME}")]
+        if paths:
+            return load_spec(paths[0])
     raise KeyError(f"no spec named {name!r}")
 
 
