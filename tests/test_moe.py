@@ -1001,8 +1001,13 @@ def test_numeric_masks_are_real_where_at_least_one(cls):
     if cls == "sparse":
         layer = SparseMoE(num_experts=4, expert_hidden_units=[3], min_capacity=8)
     else:
+        # "all": the default "random" second-expert policy samples per call.
         layer = HierarchicalMoE(
-            num_experts=[2, 2], expert_hidden_units=3, group_size=8, min_capacity=8
+            num_experts=[2, 2],
+            expert_hidden_units=3,
+            group_size=8,
+            min_capacity=8,
+            second_policy_eval="all",
         )
     got = ops.convert_to_numpy(layer(x, mask=numeric))
     want = ops.convert_to_numpy(layer(x, mask=numeric >= 1))
