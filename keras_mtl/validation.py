@@ -209,6 +209,14 @@ def last_dim(layer: Any, what: str, shape: Any, expected: int | None) -> None:
         )
 
 
+def shapes_of(input_shape: Any) -> list[tuple]:
+    """`build`'s `input_shape` as a list of shape tuples: Keras passes one
+    shape for a single tensor and a list of shapes for a list of tensors."""
+    if all(d is None or isinstance(d, int) for d in input_shape):
+        return [tuple(input_shape)]
+    return [tuple(s) for s in input_shape]
+
+
 def input_count(layer: Any, inputs: Any, expected: int | tuple[int, ...]) -> list:
     """Call-time check of the number of tensors in a list input."""
     items = as_list(inputs)

@@ -110,10 +110,7 @@ class LogitCorrection(keras.layers.Layer):
 
     def build(self, input_shape: Any) -> None:
         if isinstance(self.activation, keras.layers.Layer):
-            shapes = input_shape
-            if all(d is None or isinstance(d, int) for d in input_shape):
-                shapes = [input_shape]
-            self.activation.build(tuple(shapes[0]))
+            self.activation.build(validation.shapes_of(input_shape)[0])
 
     def call(self, inputs: Any) -> Any:
         logits, sample_rate = self._split(inputs)

@@ -84,9 +84,7 @@ class UncertaintyWeighting(keras.layers.Layer):
 
     def build(self, input_shape: Any = None) -> None:
         if input_shape is not None:
-            if all(d is None or isinstance(d, int) for d in input_shape):
-                input_shape = [input_shape]  # One tensor, not a list.
-            self._check_shapes([tuple(s) for s in input_shape])
+            self._check_shapes(validation.shapes_of(input_shape))
         self.log_variances = self.add_weight(
             name="log_variances",
             shape=(self.num_tasks,),
@@ -129,9 +127,7 @@ class UncertaintyWeighting(keras.layers.Layer):
         return total
 
     def compute_output_shape(self, input_shape: Any) -> Any:
-        if all(d is None or isinstance(d, int) for d in input_shape):
-            input_shape = [input_shape]  # One tensor, not a list.
-        shapes = [tuple(s) for s in input_shape]
+        shapes = validation.shapes_of(input_shape)
         self._check_shapes(shapes)  # Symbolic calls run this, not `call`.
         return shapes[0]
 

@@ -36,16 +36,8 @@ def sequence_mask(mask: Any, keys: Any, name: str = "mask") -> Any | None:
 
 
 def input_shapes(layer: Any, input_shape: Any, expected: Any) -> list:
-    """The list of input shapes, with the count checked (`build` receives one
-    shape, not a list, for a single tensor)."""
-    is_list = (
-        isinstance(input_shape, (list, tuple))
-        and len(input_shape) > 0
-        and all(isinstance(s, (list, tuple)) for s in input_shape)
-    )
-    return validation.input_count(
-        layer, input_shape if is_list else [input_shape], expected
-    )
+    """The list of input shapes, with the count checked."""
+    return validation.input_count(layer, validation.shapes_of(input_shape), expected)
 
 
 def zero_padded(x: Any, mask: Any | None) -> Any:
