@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from conformance import spec as spec_lib
@@ -20,16 +18,10 @@ _DEFAULTS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Tol:
-    rtol: float
-    atol: float
-    override: str | None = None  # the spec's reason when overridden
-
-
 def tolerance(
     case: spec_lib.Case, check: str, policy: str, backend: str, device: str
-) -> Tol:
+) -> spec_lib.Tolerance:
+    """The bound for `check`: the default, or the case's last matching override."""
     dtype = spec_lib.COMPUTE_DTYPE[policy]
     key = (
         "forward"
@@ -39,19 +31,21 @@ def tolerance(
     rtol, atol = _DEFAULTS[(key, dtype)]
     override = case.tolerance(check, policy, backend, device)
     if override is None:
-        return Tol(rtol, atol)
-    return Tol(
+        return spec_lib.Tolerance(rtol, atol)
+    return spec_lib.Tolerance(
         override.rtol if override.rtol is not None else rtol,
         override.atol if override.atol is not None else atol,
         override.reason,
     )
 
 
-def same_backend_tolerance() -> Tol:
-    return Tol(*_DEFAULTS[("same_backend", "float32")])
+def same_backend_tolerance() -> spec_lib.Tolerance:
+    return spec_lib.Tolerance(*_DEFAULTS[("same_backend", "float32")])
 
 
-def assert_close(name: str, got: np.ndarray, want: np.ndarray, tol: Tol) -> float:
+def assert_close(
+    name: str, got: np.ndarray, want: np.ndarray, tol: spec_lib.Tolerance
+) -> float:
     """Raises AssertionError with details; returns the max absolute error."""
     got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)

@@ -22,10 +22,10 @@ import yaml
 
 from conformance import precision
 from conformance import report
+from conformance.run_state import STATE as _STATE
 
 EXPECTATIONS_DIR = pathlib.Path(__file__).resolve().parent / "expectations"
 _RESULTS: dict[str, dict[str, Any]] = {}
-_STATE: dict[str, Any] = {}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -149,10 +149,6 @@ def _load_expectations(path: pathlib.Path) -> list[dict[str, Any]]:
         entry["regex"] = re.compile(entry["match"])
         entry["path"] = str(path)
     return entries
-
-
-def state() -> dict[str, Any]:
-    return _STATE
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

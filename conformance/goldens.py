@@ -41,6 +41,15 @@ CHECK_TOLERANCE = 1e-9
 REGENERATE = "run `nox -s goldens` (or `python -m conformance.goldens`) and commit"
 
 
+def regenerate_hint(spec: spec_lib.LayerSpec) -> str:
+    """The command that regenerates `spec`'s goldens, for messages."""
+    if not spec.spec_dir_option:
+        return REGENERATE
+    return (
+        f"run `python -m conformance.goldens{spec.spec_dir_option} --layer {spec.name}`"
+    )
+
+
 @functools.cache
 def _takes_anchor(fn: Any) -> bool:
     """Whether `fn` has an `anchor` parameter or `**kwargs`.
@@ -144,6 +153,15 @@ def finite_difference_grads(case: spec_lib.Case, inputs, weights, cots):
     return grads
 
 
+def inputs_sha256(case: spec_lib.Case) -> str:
+    """Digest of a case's materialized inputs and weights.
+
+    Stored with each case's goldens: a change in how spec tensors are
+    generated (NumPy's random streams, say) then makes the goldens stale.
+    """
+    return _sha({**case.input_arrays(), **case.weight_arrays()})
+
+
 def _sha(arrays: dict[str, np.ndarray]) -> str:
     digest = hashlib.sha256()
     for key in sorted(arrays):
@@ -160,7 +178,7 @@ def generate_case(case: spec_lib.Case) -> dict[str, Any]:
     inputs = case.input_arrays()
     weights = case.weight_arrays()
     entry: dict[str, Any] = {
-        "inputs_sha256": _sha({**inputs, **weights}),
+        "inputs_sha256": inputs_sha256(case),
         "forward": {},
     }
     for policy in case.dtype_policies:
@@ -264,12 +282,52 @@ def _max_diff(a: Any, b: Any, path: str = "") -> tuple[float, str]:
     return float(diff), path
 
 
+def read(spec: spec_lib.LayerSpec) -> dict[str, Any]:
+    """The stored goldens; `SpecError` with the command to run when missing."""
+    path = spec.golden_path
+    if not path.exists():
+        raise spec_lib.SpecError(path, f"goldens are missing: {regenerate_hint(spec)}")
+    return yaml.safe_load(path.read_text())
+
+
+def stale_reason(spec: spec_lib.LayerSpec, golden: dict[str, Any]) -> str | None:
+    """Why stored goldens no longer match the spec or its reference, if they don't.
+
+    Cheap (hashes only): the conformance run calls it for every spec. `check`
+    also recomputes the values.
+    """
+    meta = golden.get("meta", {})
+    if meta.get("spec_sha256") != spec.spec_sha256():
+        return f"{spec.path} changed since its goldens were generated"
+    if meta.get("reference_sha256") != spec.reference_sha256():
+        return f"the reference '{spec.reference}' changed since the goldens were made"
+    cases = golden.get("cases", {})
+    missing = {c.id for c in spec.cases} - set(cases)
+    if missing:
+        return f"no goldens for cases {sorted(missing)}"
+    for case in spec.cases:
+        if cases[case.id].get("inputs_sha256") != inputs_sha256(case):
+            return f"the materialized inputs of {case.name} changed"
+    return None
+
+
+def read_fresh(spec: spec_lib.LayerSpec) -> dict[str, Any]:
+    """The stored goldens; `SpecError` with the command to run when stale."""
+    golden = read(spec)
+    reason = stale_reason(spec, golden)
+    if reason:
+        raise spec_lib.SpecError(
+            spec.golden_path, f"stale goldens: {reason}; {regenerate_hint(spec)}"
+        )
+    return golden
+
+
 def check(spec: spec_lib.LayerSpec) -> str | None:
     """None when `golden.yaml` is up to date, else why it is stale."""
     if not spec.golden_path.exists():
         return f"{spec.golden_path} is missing"
-    stored = yaml.safe_load(spec.golden_path.read_text())
-    reason = spec_lib.stale_reason(spec, stored)
+    stored = read(spec)
+    reason = stale_reason(spec, stored)
     if reason:
         return reason
     fresh = generate(spec)
@@ -320,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
             status = f"wrote {spec.golden_path.relative_to(spec.path.parent.parent)}"
         print(f"{spec.name:<22} {len(spec.cases):>3} cases  {status}")
     if failures:
-        print(f"\n{failures} spec(s) have stale goldens: {REGENERATE}.")
+        dirs = "".join(f" --spec-dir {d}" for d in args.spec_dir or [])
+        hint = f"run `python -m conformance.goldens{dirs}`" if dirs else REGENERATE
+        print(f"\n{failures} spec(s) have stale goldens: {hint}.")
         return 1
     return 0
 

@@ -57,16 +57,9 @@ def concrete_inputs(
 def split(case: spec_lib.Case, inputs: list[Any]) -> tuple[Any, dict[str, Any]]:
     """The layer's first call argument and its tensor keyword arguments.
 
-    Inputs with a `kwarg` key in the spec (masks, say) become keyword
-    arguments; the rest form the first argument (one tensor for
-    `call_format: single`, else a list).
+    The first argument is one tensor for `call_format: single`, else a list.
     """
-    positional, tensor_kwargs = [], {}
-    for tensor, value in zip(case.inputs.values(), inputs, strict=True):
-        if "kwarg" in tensor:
-            tensor_kwargs[tensor["kwarg"]] = value
-        else:
-            positional.append(value)
+    positional, tensor_kwargs = case.split_inputs(inputs)
     first = positional[0] if case.spec.call_format == "single" else positional
     return first, tensor_kwargs
 
@@ -162,3 +155,31 @@ def functional_model(case: spec_lib.Case, layer: keras.layers.Layer) -> keras.Mo
     inputs = symbolic_inputs(case)
     outputs = call(layer, case, inputs)
     return keras.Model(model_inputs(inputs), outputs)
+
+
+def save_model(case: spec_lib.Case, path: Any) -> keras.Model:
+    """The case's layer, with the spec's weights, in a model saved to `path`."""
+    model = functional_model(case, ready_layer(case))
+    model.save(path)
+    return model
+
+
+def run_model(model: keras.Model, case: spec_lib.Case, inputs: Any = None) -> Any:
+    """`model` on the case's inputs, in the case's training mode."""
+    inputs = concrete_inputs(case) if inputs is None else inputs
+    return model(model_inputs(inputs), training=case.training)
+
+
+def weights_of(model: keras.Model) -> dict[str, np.ndarray]:
+    return {v.path: to_numpy(v.value) for v in model.weights}
+
+
+def assert_same_weights(
+    got: dict[str, np.ndarray], want: dict[str, np.ndarray], what: str
+) -> None:
+    """Identical paths and bit-identical values (a save/load must not round)."""
+    assert sorted(got) == sorted(want), (
+        f"{what}: weight paths {sorted(got)} != {sorted(want)}"
+    )
+    for key, value in want.items():
+        np.testing.assert_array_equal(got[key], value, err_msg=f"{what}: {key}")

@@ -14,7 +14,10 @@ import importlib
 import json
 import pathlib
 from collections.abc import Callable
+from collections.abc import Mapping
+from collections.abc import Sequence
 from typing import Any
+from typing import TypeVar
 
 import jsonschema
 import numpy as np
@@ -47,6 +50,7 @@ DEFAULT_CHECKS = (
     "cross_backend",
 )
 DEFAULT_POLICIES = ("float32", "mixed_float16", "mixed_bfloat16")
+T = TypeVar("T")
 COMPUTE_DTYPE = {
     "float32": "float32",
     "mixed_float16": "float16",
@@ -74,9 +78,18 @@ class SpecError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Tolerance:
-    reason: str
+    """A comparison bound `|got - want| <= atol + rtol * |want|`.
+
+    In a spec it is an override: `reason` is required, a missing `rtol` or
+    `atol` keeps the default, and the selectors (`check`, `policy`, `backend`,
+    `device`) say where it applies. `conformance.compare.tolerance` resolves
+    it to the bound a check uses, keeping the override's reason (None for a
+    default bound).
+    """
+
     rtol: float | None = None
     atol: float | None = None
+    reason: str | None = None
     check: str | None = None
     policy: str | None = None
     backend: str | None = None
@@ -124,11 +137,18 @@ class Case:
         return [k for k, t in self.weights.items() if t.get("trainable", True)]
 
     def split_inputs(
-        self, arrays: dict[str, np.ndarray]
-    ) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
-        """Positional inputs (in order) and tensor keyword arguments (masks)."""
-        positional = [arrays[k] for k, t in self.inputs.items() if "kwarg" not in t]
-        kwargs = {t["kwarg"]: arrays[k] for k, t in self.inputs.items() if "kwarg" in t}
+        self, values: Mapping[str, T] | Sequence[T]
+    ) -> tuple[list[T], dict[str, T]]:
+        """Positional inputs (in spec order) and tensor keyword arguments.
+
+        `values` holds one value per spec input, by name or in spec order
+        (NumPy arrays for the references, backend tensors for the layer).
+        Inputs with a `kwarg` key (masks, say) become keyword arguments.
+        """
+        if not isinstance(values, Mapping):
+            values = dict(zip(self.inputs, values, strict=True))
+        positional = [values[k] for k, t in self.inputs.items() if "kwarg" not in t]
+        kwargs = {t["kwarg"]: values[k] for k, t in self.inputs.items() if "kwarg" in t}
         return positional, kwargs
 
     def float_inputs(self) -> list[str]:
@@ -175,6 +195,13 @@ class LayerSpec:
     @property
     def golden_path(self) -> pathlib.Path:
         return self.path.parent / GOLDEN_NAME
+
+    @property
+    def spec_dir_option(self) -> str:
+        """` --spec-dir DIR` for commands about this spec; empty for `specs/`."""
+        if self.path.is_relative_to(DEFAULT_SPEC_DIR):
+            return ""
+        return f" --spec-dir {self.path.parent.parent}"
 
     def reference_fn(self) -> Callable[..., dict[str, Any]]:
         return resolve(self.reference, self.path, "reference")
@@ -432,27 +459,3 @@ def round_to(x: np.ndarray, dtype: str) -> np.ndarray:
         out = rounded.astype(np.uint32).view(np.float32).astype(np.float64)
         return np.where(np.isnan(x), np.nan, out)
     raise ValueError(f"unknown dtype {dtype}")
-
-
-# --- goldens ---------------------------------------------------------------
-
-
-def load_golden(spec: LayerSpec) -> dict[str, Any]:
-    """Reads `golden.yaml`; raises `SpecError` with the fix when missing."""
-    path = spec.golden_path
-    if not path.exists():
-        raise SpecError(path, "goldens are missing: run `nox -s goldens` and commit")
-    return yaml.safe_load(path.read_text())
-
-
-def stale_reason(spec: LayerSpec, golden: dict[str, Any]) -> str | None:
-    """Why the goldens no longer match the spec or the reference, if they don't."""
-    meta = golden.get("meta", {})
-    if meta.get("spec_sha256") != spec.spec_sha256():
-        return f"{spec.path} changed since its goldens were generated"
-    if meta.get("reference_sha256") != spec.reference_sha256():
-        return f"the reference '{spec.reference}' changed since the goldens were made"
-    missing = {c.id for c in spec.cases} - set(golden.get("cases", {}))
-    if missing:
-        return f"no goldens for cases {sorted(missing)}"
-    return None

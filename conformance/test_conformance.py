@@ -18,34 +18,21 @@ import pytest
 
 from conformance import adapters
 from conformance import compare
-from conformance import conftest
 from conformance import goldens
 from conformance import harness
 from conformance import spec as spec_lib
 from conformance import xbackend
 from conformance.collect import CaseCheck
+from conformance.run_state import STATE
 
 
 @functools.cache
 def _golden(spec_path: str) -> dict[str, Any]:
-    spec = spec_lib.load_spec(spec_path)
-    golden = spec_lib.load_golden(spec)
-    reason = spec_lib.stale_reason(spec, golden)
-    if reason:
-        raise AssertionError(f"stale goldens: {reason}; {goldens.REGENERATE}")
-    return golden
+    return goldens.read_fresh(spec_lib.load_spec(spec_path))
 
 
 def _case_golden(case: spec_lib.Case) -> dict[str, Any]:
-    entry = _golden(str(case.spec.path))["cases"][case.id]
-    if entry["inputs_sha256"] != goldens._sha(
-        {**case.input_arrays(), **case.weight_arrays()}
-    ):
-        raise AssertionError(
-            f"the materialized inputs of {case.name} changed (generator drift); "
-            f"{goldens.REGENERATE}"
-        )
-    return entry
+    return _golden(str(case.spec.path))["cases"][case.id]
 
 
 def _record(request, **props: Any) -> None:
@@ -54,9 +41,8 @@ def _record(request, **props: Any) -> None:
 
 
 def _tol(cc: CaseCheck, check: str | None = None, policy: str = "float32"):
-    st = conftest.state()
     return compare.tolerance(
-        cc.case, check or cc.check, policy, st["backend"], st["device"]
+        cc.case, check or cc.check, policy, STATE["backend"], STATE["device"]
     )
 
 
@@ -84,7 +70,11 @@ def test_spec(case_check: CaseCheck, request, tmp_path: pathlib.Path) -> None:
 
 
 def _compare_outputs(
-    cc: CaseCheck, outputs: Any, expected: dict[str, Any], tol: compare.Tol, what: str
+    cc: CaseCheck,
+    outputs: Any,
+    expected: dict[str, Any],
+    tol: spec_lib.Tolerance,
+    what: str,
 ) -> float:
     flat = harness.flatten(outputs)
     names = cc.case.spec.outputs
@@ -180,7 +170,7 @@ def check_forward(cc: CaseCheck, request, tmp_path) -> float:
     case, policy = cc.case, cc.policy
     expected = _case_golden(case)["forward"][policy]
     tol = _tol(cc, policy=policy)
-    _record(request, tolerance=[tol.rtol, tol.atol], override=tol.override)
+    _record(request, tolerance=[tol.rtol, tol.atol], override=tol.reason)
     layer = harness.ready_layer(case, policy)
     outputs = harness.call(layer, case, harness.concrete_inputs(case))
     worst = _compare_outputs(cc, outputs, expected, tol, f"[{policy}]")
@@ -212,12 +202,12 @@ def check_forward(cc: CaseCheck, request, tmp_path) -> float:
 def check_compiled(cc: CaseCheck, request, tmp_path) -> float:
     case = cc.case
     expected = _case_golden(case)["forward"]["float32"]
-    adapter = adapters.get(conftest.state()["backend"])
+    adapter = adapters.get(STATE["backend"])
     layer = harness.ready_layer(case)
     inputs = harness.concrete_inputs(case)
     compiled = adapter.compiled_call(layer, case, inputs)
     tol = _tol(cc)
-    _record(request, tolerance=[tol.rtol, tol.atol], override=tol.override)
+    _record(request, tolerance=[tol.rtol, tol.atol], override=tol.reason)
     worst = _compare_outputs(cc, compiled, expected, tol, "[compiled]")
     # Compiled and eager on one backend must agree tightly.
     fresh = harness.ready_layer(case)
@@ -238,7 +228,7 @@ def check_compiled(cc: CaseCheck, request, tmp_path) -> float:
 def check_grad(cc: CaseCheck, request, tmp_path) -> float:
     case = cc.case
     expected = _case_golden(case)["grad"]
-    adapter = adapters.get(conftest.state()["backend"])
+    adapter = adapters.get(STATE["backend"])
     layer = harness.ready_layer(case)
     inputs = harness.concrete_inputs(case)
     names = list(case.inputs)
@@ -247,7 +237,7 @@ def check_grad(cc: CaseCheck, request, tmp_path) -> float:
     cots = [np.asarray(c, dtype=np.float32) for c in expected["cotangents"]]
     g_inputs, g_vars = adapter.vjp(layer, case, inputs, float_idx, cots)
     tol = _tol(cc)
-    _record(request, tolerance=[tol.rtol, tol.atol], override=tol.override)
+    _record(request, tolerance=[tol.rtol, tol.atol], override=tol.reason)
     worst = 0.0
     for name, got in zip(float_names, g_inputs, strict=True):
         worst = max(
@@ -273,29 +263,23 @@ def check_grad(cc: CaseCheck, request, tmp_path) -> float:
 def check_keras_file(cc: CaseCheck, request, tmp_path) -> float:
     case = cc.case
     expected = _case_golden(case)["forward"]["float32"]
-    layer = harness.ready_layer(case)
-    model = harness.functional_model(case, layer)
     # With --save-keras-dir the file is kept for the cross_backend loads.
-    save_dir = conftest.state()["save_keras_dir"]
-    backend = conftest.state()["backend"]
+    save_dir = STATE["save_keras_dir"]
+    backend = STATE["backend"]
     keep = save_dir is not None and "cross_backend" in case.checks
     if keep:
         path = xbackend.model_file(save_dir, backend, case)
     else:
         path = tmp_path / "model.keras"
-    model.save(path)
+    model = harness.save_model(case, path)
     loaded = keras.saving.load_model(path)
-    before = {v.path: harness.to_numpy(v.value) for v in model.weights}
-    after = {v.path: harness.to_numpy(v.value) for v in loaded.weights}
-    assert sorted(before) == sorted(after), "weight paths changed on reload"
-    for key, value in before.items():
-        np.testing.assert_array_equal(after[key], value, err_msg=key)
+    before = harness.weights_of(model)
+    harness.assert_same_weights(harness.weights_of(loaded), before, "reloaded")
     inputs = harness.concrete_inputs(case)
-    kwargs = {"training": case.training}
-    y0 = model(harness.model_inputs(inputs), **kwargs)
+    y0 = harness.run_model(model, case, inputs)
     if keep:
         xbackend.write_data(save_dir, backend, case, before, y0)
-    y1 = loaded(harness.model_inputs(inputs), **kwargs)
+    y1 = harness.run_model(loaded, case, inputs)
     same = compare.same_backend_tolerance()
     for i, (a, b) in enumerate(
         zip(harness.flatten(y0), harness.flatten(y1), strict=True)
@@ -311,7 +295,7 @@ def check_cross_backend(cc: CaseCheck, request, tmp_path) -> float:
     return xbackend.check_load(
         cc.case,
         saver,
-        conftest.state()["cross_dir"],
+        STATE["cross_dir"],
         _case_golden(cc.case)["forward"]["float32"],
         _tol(cc),
     )

@@ -74,16 +74,10 @@ def save(out: pathlib.Path, spec_dirs: list[str] | None) -> int:
             if "cross_backend" not in case.checks:
                 continue
             keras.utils.clear_session()
-            layer = harness.ready_layer(case)
-            model = harness.functional_model(case, layer)
-            model_path = model_file(out, backend, case)
-            model.save(model_path)
+            model = harness.save_model(case, model_file(out, backend, case))
             # The weights as saved: a training call may update state (BN).
-            weights = {v.path: harness.to_numpy(v.value) for v in model.weights}
-            outputs = model(
-                harness.model_inputs(harness.concrete_inputs(case)),
-                training=case.training,
-            )
+            weights = harness.weights_of(model)
+            outputs = harness.run_model(model, case)
             write_data(out, backend, case, weights, outputs)
             count += 1
     print(f"{backend}: saved {count} models under {out / backend}")
@@ -95,7 +89,7 @@ def check_load(
     saver: str,
     root: str,
     expected: dict[str, Any],
-    tol: compare.Tol,
+    tol: spec_lib.Tolerance,
 ) -> float:
     import keras
 
@@ -104,25 +98,23 @@ def check_load(
     model_path, data_path = _paths(root, saver, case)
     if not model_path.exists():
         raise AssertionError(
-            f"{model_path} is missing: run `KERAS_BACKEND={saver} "
-            "python -m conformance.xbackend save` first"
+            f"{model_path} is missing: run `KERAS_BACKEND={saver} python -m "
+            f"conformance.xbackend save --out {root}{case.spec.spec_dir_option}` "
+            "first"
         )
     saved = dict(np.load(data_path))
     # Import the layer's module so its class is registered before loading.
     harness.layer_class(case.spec)
     model = keras.saving.load_model(model_path)
-    weights = {v.path: harness.to_numpy(v.value) for v in model.weights}
     saved_weights = {
         k.removeprefix("weight:"): v
         for k, v in saved.items()
         if k.startswith("weight:")
     }
-    assert sorted(weights) == sorted(saved_weights), "weight paths differ"
-    for key, value in saved_weights.items():
-        np.testing.assert_array_equal(weights[key], value, err_msg=key)
-    outputs = model(
-        harness.model_inputs(harness.concrete_inputs(case)), training=case.training
+    harness.assert_same_weights(
+        harness.weights_of(model), saved_weights, f"loaded from {saver}"
     )
+    outputs = harness.run_model(model, case)
     flat = harness.flatten(outputs)
     worst = 0.0
     for i, out in enumerate(flat):

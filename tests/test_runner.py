@@ -147,7 +147,7 @@ def test_a_stale_spec_fails_with_the_command_to_run(tmp_path):
     spec_path.write_text(spec_path.read_text().replace("seed: 201", "seed: 299"))
     proc = _run(f"--spec-dir={specs}", "-k", "rank2 and forward", tmp_path=tmp_path)
     assert proc.returncode == 1
-    assert "nox -s goldens" in proc.stdout
+    assert f"--spec-dir {specs} --layer add_bias" in proc.stdout
 
 
 def test_expected_failures_are_strict(tmp_path):

@@ -17,6 +17,7 @@ import pathlib
 import pytest
 
 from conformance import compare
+from conformance import goldens
 from conformance import spec as spec_lib
 from conformance import xbackend
 
@@ -47,7 +48,7 @@ def test_file_saved_before_loads_and_computes_the_same(case):
     import keras
 
     assert case is not None, "the spec case of this file is gone"
-    golden = spec_lib.load_golden(case.spec)["cases"][case.id]
+    golden = goldens.read(case.spec)["cases"][case.id]
     tol = compare.tolerance(
         case, "cross_backend", "float32", keras.backend.backend(), "cpu"
     )
