@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,10 +13,12 @@ from keras_mtl import validation
 from keras_mtl.layers.core.dense import Dense
 from keras_mtl.layers.core.dense import InitializerLike
 from keras_mtl.layers.core.dense import RegularizerLike
+from keras_mtl.layers.core.mlp_options import MLPOptionAttributes
+from keras_mtl.layers.core.mlp_options import MLPOptions
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class MLP(keras.layers.Layer):
+class MLP(MLPOptionAttributes, keras.layers.Layer):
     """A stack of `Dense` layers with optional batch normalization.
 
     Layer order: `[BN_in] -> (Dense_i -> [BN_i] -> act_i) * (n - 1) ->
@@ -113,7 +114,7 @@ class MLP(keras.layers.Layer):
         n = len(self.output_dims)
         self.activations = _resolve_activations(activations, n, self.dtype_policy)
         self.initializers = _resolve_initializers(initializers, n)
-        options = check_mlp_options(
+        self.mlp_options = MLPOptions.checked(
             kernel_regularizer=kernel_regularizer,
             use_weight_norm=use_weight_norm,
             use_learnable_weight_norm=use_learnable_weight_norm,
@@ -125,11 +126,11 @@ class MLP(keras.layers.Layer):
             batch_normalization_renorm_clipping=batch_normalization_renorm_clipping,
             batch_normalization_renorm_momentum=batch_normalization_renorm_momentum,
         )
-        for name, value in options.items():
-            setattr(self, name, value)
         self._input_dim: int | None = None  # Set by `build`.
         # Sub-layers are created here so their names (weight paths) are stable.
-        self.batch_norm_in = self._batch_norm("batch_norm_in")
+        self.batch_norm_in = self.mlp_options.batch_norm(
+            "batch_norm_in", self.dtype_policy
+        )
         self.dense_layers = []
         self.batch_norms = []
         for i, units in enumerate(self.output_dims):
@@ -137,32 +138,18 @@ class MLP(keras.layers.Layer):
                 Dense(
                     units,
                     activation=None,
-                    use_bias=self.use_bias,
                     kernel_initializer=self.initializers[i],
                     bias_initializer="zeros",
-                    kernel_regularizer=self.kernel_regularizer,
-                    bias_regularizer=self.bias_regularizer,
-                    allow_kernel_norm=self.use_weight_norm,
-                    kernel_norm_trainable=self.use_learnable_weight_norm,
+                    **self.mlp_options.dense_kwargs(),
                     dtype=self.dtype_policy,
                     name=f"dense_{i}",
                 )
             )
             if i < n - 1 and self.enable_batch_normalization:
-                self.batch_norms.append(self._batch_norm(f"batch_norm_{i}"))
+                self.batch_norms.append(
+                    self.mlp_options.batch_norm(f"batch_norm_{i}", self.dtype_policy)
+                )
         self.supports_masking = True
-
-    def _batch_norm(self, name: str) -> keras.layers.BatchNormalization | None:
-        if not self.enable_batch_normalization:
-            return None
-        return keras.layers.BatchNormalization(
-            momentum=self.batch_normalization_momentum,
-            renorm=self.batch_normalization_renorm,
-            renorm_clipping=self.batch_normalization_renorm_clipping,
-            renorm_momentum=self.batch_normalization_renorm_momentum,
-            dtype=self.dtype_policy,
-            name=name,
-        )
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:
         if len(input_shape) < 2 or input_shape[-1] is None:
@@ -217,88 +204,13 @@ class MLP(keras.layers.Layer):
                 "initializers": [
                     keras.initializers.serialize(i) for i in self.initializers
                 ],
-                **serialize_mlp_options(self),
+                **self.mlp_options.config(),
             }
         )
         return config
 
 
 activations_serialize = activations.serialize
-
-# Constructor options that layers building MLPs (MMoE experts) pass through.
-MLP_OPTIONS = (
-    "kernel_regularizer",
-    "use_weight_norm",
-    "use_learnable_weight_norm",
-    "use_bias",
-    "bias_regularizer",
-    "enable_batch_normalization",
-    "batch_normalization_momentum",
-    "batch_normalization_renorm",
-    "batch_normalization_renorm_clipping",
-    "batch_normalization_renorm_momentum",
-)
-
-
-def check_mlp_options(**options: Any) -> dict[str, Any]:
-    """Validates the `MLP_OPTIONS` (all of them, by keyword), for `MLP` and
-    the layers that pass them on to their experts."""
-    if set(options) != set(MLP_OPTIONS):
-        raise TypeError(f"Expected the keywords {MLP_OPTIONS}. Got: {sorted(options)}")
-    checked = {}
-    for name in ("kernel_regularizer", "bias_regularizer"):
-        checked[name] = validation.regularizer(name, options[name])
-    for name in (
-        "use_weight_norm",
-        "use_learnable_weight_norm",
-        "use_bias",
-        "enable_batch_normalization",
-        "batch_normalization_renorm",
-    ):
-        checked[name] = validation.boolean(name, options[name])
-    for name in ("batch_normalization_momentum", "batch_normalization_renorm_momentum"):
-        checked[name] = validation.in_range(name, options[name], 0.0, 1.0)
-    checked["batch_normalization_renorm_clipping"] = _renorm_clipping(
-        options["batch_normalization_renorm_clipping"]
-    )
-    return {name: checked[name] for name in MLP_OPTIONS}
-
-
-def _renorm_clipping(value: Any) -> dict[str, float] | None:
-    name = "batch_normalization_renorm_clipping"
-    if value is None:
-        return None
-    expected = (
-        f"`{name}` must be None or a dict with keys among 'rmax', 'rmin', "
-        "'dmax' and values None or numbers >= 0 (not NaN), with rmin <= rmax."
-    )
-    if not isinstance(value, dict) or set(value) - {"rmax", "rmin", "dmax"}:
-        raise ValueError(f"{expected} Received: {name}={value!r}")
-    for v in value.values():
-        if v is not None and (
-            isinstance(v, bool)
-            or not isinstance(v, (int, float))
-            or math.isnan(v)
-            or v < 0
-        ):
-            raise ValueError(f"{expected} Received: {name}={value!r}")
-    rmin, rmax = value.get("rmin"), value.get("rmax")
-    if rmin is not None and rmax is not None and rmin > rmax:
-        raise ValueError(f"{expected} Received: {name}={value!r}")
-    return dict(value)
-
-
-def mlp_options(layer: Any) -> dict[str, Any]:
-    """`layer`'s values of `MLP_OPTIONS`, as `MLP.__init__` takes them."""
-    return {name: getattr(layer, name) for name in MLP_OPTIONS}
-
-
-def serialize_mlp_options(layer: Any) -> dict[str, Any]:
-    """`mlp_options(layer)` with regularizers serialized, for `get_config`."""
-    options = mlp_options(layer)
-    for name in ("kernel_regularizer", "bias_regularizer"):
-        options[name] = keras.regularizers.serialize(options[name])
-    return options
 
 
 def _resolve_activations(spec: Any, n: int, dtype: Any) -> list[Any]:

@@ -20,6 +20,7 @@ from keras_mtl import numerics
 from keras_mtl import validation
 from keras_mtl.backend.affine import affine
 from keras_mtl.layers.core.mlp import _resolve_activations
+from keras_mtl.layers.core.mlp_options import MLPOptions
 
 
 def check_expert_input(layer: Any, what: str, shape: Any, expected: int | None) -> None:
@@ -235,8 +236,9 @@ class StackedMLP(keras.layers.Layer):
     (Dense_i -> [BN_i] -> act_i) * (n - 1) -> Dense_last -> [act_last]`.
     Batch normalization is per expert and per unit: the `[B, E, d]` tensor is
     viewed as `[B, E * d]` and normalized over the batch, so its weights have
-    shape `[E * d]`. Not serialized on its own: `MMoE` rebuilds it from its
-    config.
+    shape `[E * d]`. `options` (an `MLPOptions`; defaults when None) sets
+    the dense and batch-norm options, as `MLP`'s arguments of the same names.
+    Not serialized on its own: `MMoE` rebuilds it from its config.
     """
 
     def __init__(
@@ -245,16 +247,7 @@ class StackedMLP(keras.layers.Layer):
         output_dims: list[int],
         activations: Any,
         initializers: list[Any],
-        kernel_regularizer: Any = None,
-        use_weight_norm: bool = True,
-        use_learnable_weight_norm: bool = True,
-        use_bias: bool = True,
-        bias_regularizer: Any = None,
-        enable_batch_normalization: bool = False,
-        batch_normalization_momentum: float = 0.99,
-        batch_normalization_renorm: bool = False,
-        batch_normalization_renorm_clipping: dict[str, float] | None = None,
-        batch_normalization_renorm_momentum: float = 0.99,
+        options: MLPOptions | None = None,
         shared_input: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -264,21 +257,9 @@ class StackedMLP(keras.layers.Layer):
         self.output_dims = validation.positive_int_or_list("output_dims", output_dims)
         n = len(self.output_dims)
         self.activations = _resolve_activations(activations, n, self.dtype_policy)
-        bn_kwargs = {
-            "momentum": batch_normalization_momentum,
-            "renorm": batch_normalization_renorm,
-            "renorm_clipping": batch_normalization_renorm_clipping,
-            "renorm_momentum": batch_normalization_renorm_momentum,
-            "dtype": self.dtype_policy,
-        }
-        bn = validation.boolean(
-            "enable_batch_normalization", enable_batch_normalization
-        )
-        self.batch_norm_in = (
-            keras.layers.BatchNormalization(name="batch_norm_in", **bn_kwargs)
-            if bn
-            else None
-        )
+        options = MLPOptions() if options is None else options
+        bn = options.enable_batch_normalization
+        self.batch_norm_in = options.batch_norm("batch_norm_in", self.dtype_policy)
         self.dense_layers = []
         self.batch_norms = []
         for i, units in enumerate(self.output_dims):
@@ -292,11 +273,7 @@ class StackedMLP(keras.layers.Layer):
                         )
                         for init in initializers
                     ],
-                    use_bias=use_bias,
-                    kernel_regularizer=kernel_regularizer,
-                    bias_regularizer=bias_regularizer,
-                    allow_kernel_norm=use_weight_norm,
-                    kernel_norm_trainable=use_learnable_weight_norm,
+                    **options.dense_kwargs(),
                     shared_input=(i == 0 and self.shared_input and not bn),
                     dtype=self.dtype_policy,
                     name=f"dense_{i}",
@@ -304,7 +281,7 @@ class StackedMLP(keras.layers.Layer):
             )
             if bn and i < n - 1:
                 self.batch_norms.append(
-                    keras.layers.BatchNormalization(name=f"batch_norm_{i}", **bn_kwargs)
+                    options.batch_norm(f"batch_norm_{i}", self.dtype_policy)
                 )
 
     def build(self, input_shape: tuple[int | None, ...]) -> None:

@@ -16,9 +16,8 @@ from keras_mtl import validation
 from keras_mtl.layers.core.dense import InitializerLike
 from keras_mtl.layers.core.dense import RegularizerLike
 from keras_mtl.layers.core.mlp import MLP
-from keras_mtl.layers.core.mlp import check_mlp_options
-from keras_mtl.layers.core.mlp import mlp_options
-from keras_mtl.layers.core.mlp import serialize_mlp_options
+from keras_mtl.layers.core.mlp_options import MLPOptionAttributes
+from keras_mtl.layers.core.mlp_options import MLPOptions
 from keras_mtl.layers.core.stacked_mlp import StackedMLP
 from keras_mtl.layers.core.stacked_mlp import check_expert_input
 from keras_mtl.layers.core.stacked_mlp import per_expert_initializers
@@ -29,7 +28,7 @@ GATE_TYPE_ALIASES = {"noisy_topk": "noise_topk"}
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class MMoE(keras.layers.Layer):
+class MMoE(MLPOptionAttributes, keras.layers.Layer):
     """Multi-gate Mixture-of-Experts (Ma et al., KDD 2018).
 
     `E` expert MLPs `f_e` share the expert input `x`; each of the `T` tasks has
@@ -230,7 +229,7 @@ class MMoE(keras.layers.Layer):
                 f"Received: top_k={self.top_k} with num_experts={self.num_experts}"
             )
         # The expert options, as `MLP` checks them (same names).
-        options = check_mlp_options(
+        self.mlp_options = MLPOptions.checked(
             kernel_regularizer=kernel_regularizer,
             use_weight_norm=use_weight_norm,
             use_learnable_weight_norm=use_learnable_weight_norm,
@@ -242,8 +241,6 @@ class MMoE(keras.layers.Layer):
             batch_normalization_renorm_clipping=batch_normalization_renorm_clipping,
             batch_normalization_renorm_momentum=batch_normalization_renorm_momentum,
         )
-        for name, value in options.items():
-            setattr(self, name, value)
         self.balance_loss_weight = validation.non_negative_float(
             "balance_loss_weight", balance_loss_weight
         )
@@ -253,7 +250,6 @@ class MMoE(keras.layers.Layer):
         # Other args.
         self._input_dims: tuple[int | None, int | None] = (None, None)  # `build`
         self.seed_generator = keras.random.SeedGenerator(seed)
-        mlp_kwargs = {**mlp_options(self), "dtype": self.dtype_policy}
         # A single activation per expert: hidden layers use it, the last layer
         # is linear (MLP rule); `None` means linear (Keras `activations.get`).
         # A per-layer list is used as it is.
@@ -270,8 +266,9 @@ class MMoE(keras.layers.Layer):
                 self.expert_output_dims[0],
                 activations=mlp_acts[0],
                 initializers=self.expert_initializers,
+                options=self.mlp_options,
+                dtype=self.dtype_policy,
                 name="experts",
-                **mlp_kwargs,
             )
         else:
             self.experts = [
@@ -280,7 +277,8 @@ class MMoE(keras.layers.Layer):
                     activations=mlp_acts[e],
                     initializers=self.expert_initializers[e],
                     name=f"expert_{e}",
-                    **mlp_kwargs,
+                    dtype=self.dtype_policy,
+                    **self.mlp_options.kwargs(),
                 )
                 for e in range(self.num_experts)
             ]
@@ -417,7 +415,7 @@ class MMoE(keras.layers.Layer):
                 "gate_type": self.gate_type,
                 "top_k": self.top_k,
                 "num_experts": self.num_experts,
-                **serialize_mlp_options(self),
+                **self.mlp_options.config(),
                 "balance_loss_weight": self.balance_loss_weight,
                 "temperature": self.temperature,
                 "return_gates": self.return_gates,

@@ -12,6 +12,9 @@ from keras_mtl import activations
 from keras_mtl import validation
 from keras_mtl.layers.core.dense import InitializerLike
 from keras_mtl.layers.core.dense import RegularizerLike
+from keras_mtl.layers.core.mlp_options import DENSE_OPTIONS
+from keras_mtl.layers.core.mlp_options import DenseOptionAttributes
+from keras_mtl.layers.core.mlp_options import MLPOptions
 from keras_mtl.layers.core.stacked_mlp import StackedMLP
 from keras_mtl.layers.core.stacked_mlp import check_expert_input
 from keras_mtl.layers.core.stacked_mlp import per_expert_initializers
@@ -31,7 +34,7 @@ def _task_expert_counts(value: Any, num_tasks: int) -> list[int]:
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class CGC(keras.layers.Layer):
+class CGC(DenseOptionAttributes, keras.layers.Layer):
     """Customized Gate Control (Tang et al., RecSys 2020): one extraction level.
 
     Each task `t` owns `m_t` experts and all tasks share `m_s` shared experts
@@ -160,16 +163,12 @@ class CGC(keras.layers.Layer):
             "expert_initializers",
             "glorot_uniform" if expert_initializers is None else expert_initializers,
         )
-        self.kernel_regularizer = validation.regularizer(
-            "kernel_regularizer", kernel_regularizer
-        )
-        self.use_weight_norm = validation.boolean("use_weight_norm", use_weight_norm)
-        self.use_learnable_weight_norm = validation.boolean(
-            "use_learnable_weight_norm", use_learnable_weight_norm
-        )
-        self.use_bias = validation.boolean("use_bias", use_bias)
-        self.bias_regularizer = validation.regularizer(
-            "bias_regularizer", bias_regularizer
+        self.mlp_options = MLPOptions.checked(
+            kernel_regularizer=kernel_regularizer,
+            use_weight_norm=use_weight_norm,
+            use_learnable_weight_norm=use_learnable_weight_norm,
+            use_bias=use_bias,
+            bias_regularizer=bias_regularizer,
         )
         self.temperature = validation.positive_float("temperature", temperature)
         self.shared_output = validation.boolean("shared_output", shared_output)
@@ -191,11 +190,7 @@ class CGC(keras.layers.Layer):
             initializers=per_expert_initializers(
                 self.expert_initializers, self.num_experts
             ),
-            kernel_regularizer=self.kernel_regularizer,
-            use_weight_norm=self.use_weight_norm,
-            use_learnable_weight_norm=self.use_learnable_weight_norm,
-            use_bias=self.use_bias,
-            bias_regularizer=self.bias_regularizer,
+            options=self.mlp_options,
             shared_input=False,
             dtype=self.dtype_policy,
             name="experts",
@@ -325,24 +320,9 @@ class CGC(keras.layers.Layer):
         config = super().get_config()
         config.update(
             {
-                "num_tasks": self.num_tasks,
+                **_expert_config(self),
                 "expert_output_dims": list(self.expert_output_dims),
-                "num_task_experts": list(self.num_task_experts),
-                "num_shared_experts": self.num_shared_experts,
-                "expert_activations": self.expert_activations,
-                "expert_initializers": keras.initializers.serialize(
-                    self.expert_initializers
-                ),
-                "kernel_regularizer": keras.regularizers.serialize(
-                    self.kernel_regularizer
-                ),
-                "use_weight_norm": self.use_weight_norm,
-                "use_learnable_weight_norm": self.use_learnable_weight_norm,
-                "use_bias": self.use_bias,
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-                "temperature": self.temperature,
                 "shared_output": self.shared_output,
-                "return_gates": self.return_gates,
             }
         )
         return config
@@ -382,7 +362,7 @@ def _serialize_activation(act: Any) -> Any:
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class PLE(keras.layers.Layer):
+class PLE(DenseOptionAttributes, keras.layers.Layer):
     """Progressive Layered Extraction (Tang et al., RecSys 2020).
 
     `num_levels` stacked `CGC` extraction networks `level_{j}`. Level 0 reads
@@ -514,11 +494,7 @@ class PLE(keras.layers.Layer):
         self.num_shared_experts = first.num_shared_experts
         self.expert_activations = first.expert_activations
         self.expert_initializers = first.expert_initializers
-        self.kernel_regularizer = first.kernel_regularizer
-        self.use_weight_norm = first.use_weight_norm
-        self.use_learnable_weight_norm = first.use_learnable_weight_norm
-        self.use_bias = first.use_bias
-        self.bias_regularizer = first.bias_regularizer
+        self.mlp_options = first.mlp_options
         self.temperature = first.temperature
 
     def build(self, input_shape: Any) -> None:
@@ -557,24 +533,23 @@ class PLE(keras.layers.Layer):
         config = super().get_config()
         config.update(
             {
-                "num_tasks": self.num_tasks,
+                **_expert_config(self),
                 "num_levels": self.num_levels,
                 "expert_output_dims": [list(d) for d in self.expert_output_dims],
-                "num_task_experts": list(self.num_task_experts),
-                "num_shared_experts": self.num_shared_experts,
-                "expert_activations": self.expert_activations,
-                "expert_initializers": keras.initializers.serialize(
-                    self.expert_initializers
-                ),
-                "kernel_regularizer": keras.regularizers.serialize(
-                    self.kernel_regularizer
-                ),
-                "use_weight_norm": self.use_weight_norm,
-                "use_learnable_weight_norm": self.use_learnable_weight_norm,
-                "use_bias": self.use_bias,
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-                "temperature": self.temperature,
-                "return_gates": self.return_gates,
             }
         )
         return config
+
+
+def _expert_config(layer: CGC | PLE) -> dict[str, Any]:
+    """The config entries `CGC` and `PLE` share (a PLE's are its levels')."""
+    return {
+        "num_tasks": layer.num_tasks,
+        "num_task_experts": list(layer.num_task_experts),
+        "num_shared_experts": layer.num_shared_experts,
+        "expert_activations": layer.expert_activations,
+        "expert_initializers": keras.initializers.serialize(layer.expert_initializers),
+        **layer.mlp_options.config(DENSE_OPTIONS),
+        "temperature": layer.temperature,
+        "return_gates": layer.return_gates,
+    }
