@@ -22,6 +22,7 @@ import yaml
 
 from conformance import precision
 from conformance import report
+from conformance import xdist_status
 from conformance.run_state import STATE as _STATE
 
 EXPECTATIONS_DIR = pathlib.Path(__file__).resolve().parent / "expectations"
@@ -288,3 +289,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
     params = collect.params(_STATE.get("spec_dirs"), _STATE.get("cross_dir"))
     metafunc.parametrize("case_check", [p.param for p in params])
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    xdist_status.show_counts_when_quiet(session.config)

@@ -133,7 +133,7 @@ def summary_lines(env: dict[str, Any], results: list[dict[str, Any]]) -> list[st
     by_layer: dict[str, list[dict]] = collections.defaultdict(list)
     for r in results:
         by_layer[r["layer"]].append(r)
-    width = max(len(k) for k in by_layer) + 2
+    width = max(len(k) for k in [*by_layer, "layer"]) + 2
     lines = [f"{'layer':<{width}}{col}"]
     for layer in sorted(by_layer):
         lines.append(f"{layer:<{width}}{_cell(by_layer[layer])}")

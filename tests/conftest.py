@@ -8,6 +8,7 @@ import keras
 import pytest
 
 from conformance import precision
+from conformance import xdist_status
 
 BACKEND = keras.backend.backend()
 # Tests compare numeric paths (dispatchers, compiled and eager calls): on a GPU
@@ -32,3 +33,7 @@ def _fresh_session():
 
 def only(backend: str):
     return pytest.mark.skipif(backend != BACKEND, reason=f"{backend}-only test")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    xdist_status.show_counts_when_quiet(session.config)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from conformance import report
 from conformance import spec as spec_lib
 
 # The runner's logic is shared by all backends (each backend's adapters run
@@ -293,3 +294,12 @@ def test_a_false_stochastic_claim_fails(tmp_path):
     proc = _run(f"--spec-dir={specs}", "-k", "claims_noise", tmp_path=tmp_path)
     assert proc.returncode == 1
     assert "the noise does not advance" in proc.stdout
+
+
+def test_terminal_matrix_header_keeps_a_space_after_short_layer_names():
+    env = {"backend": "jax", "device": "cpu", "label": "jax-cpu"}
+    results = [
+        {"layer": "mlp", "check": "forward", "policy": "float32", "status": "passed"}
+    ]
+    header = report.summary_lines(env, results)[0]
+    assert header.split() == ["layer", report._column(env)], header
