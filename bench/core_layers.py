@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from bench.timing import median_seconds
+from bench.timing import result_row
 from keras_mtl import layers
 
 SIZES = [(512, 128, [256, 128, 1]), (2048, 512, [1024, 512, 1])]
@@ -43,12 +44,11 @@ def run() -> list[dict[str, object]]:
                 lambda m=model, x=x, y=y: m.train_on_batch(x, y)
             )
         rows.append(
-            {
-                "benchmark": f"MLP train step B={batch} D={dim} {dims}",
-                "baseline": "keras.layers.Dense stack",
-                "baseline_ms": times["keras"] * 1e3,
-                "ours_ms": times["keras_mtl"] * 1e3,
-                "ratio": times["keras_mtl"] / times["keras"],
-            }
+            result_row(
+                f"MLP train step B={batch} D={dim} {dims}",
+                "keras.layers.Dense stack",
+                times["keras"],
+                times["keras_mtl"],
+            )
         )
     return rows

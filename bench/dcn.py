@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from bench.timing import paired_median_seconds
+from bench.timing import result_row
 from keras_mtl import layers
 
 SIZES = [(1024, 128, 3, 32), (4096, 256, 3, 64)]
@@ -91,12 +92,11 @@ def run() -> list[dict[str, object]]:
                 steps, repeats=REPEATS, interleave=keras.backend.backend() != "torch"
             )
             rows.append(
-                {
-                    "benchmark": f"DCN {label} fwd+bwd B={batch} D={dim} L={layer_num}",
-                    "baseline": "keras-rs FeatureCross",
-                    "baseline_ms": times["keras_rs"] * 1e3,
-                    "ours_ms": times["keras_mtl"] * 1e3,
-                    "ratio": times["keras_mtl"] / times["keras_rs"],
-                }
+                result_row(
+                    f"DCN {label} fwd+bwd B={batch} D={dim} L={layer_num}",
+                    "keras-rs FeatureCross",
+                    times["keras_rs"],
+                    times["keras_mtl"],
+                )
             )
     return rows

@@ -30,6 +30,7 @@ import keras
 import numpy as np
 
 from bench.timing import paired_median_seconds
+from bench.timing import result_row
 from keras_mtl import layers
 
 SIZES = [(512, 128, 8, [64, 32]), (2048, 512, 8, [256, 128])]
@@ -318,13 +319,7 @@ def _row(
     name: str, times: dict[str, float], label: str, baseline: str, base: str, ours: str
 ) -> dict[str, object]:
     """One result: step `ours` of `times` against step `base`."""
-    return {
-        "benchmark": f"{name}{label}",
-        "baseline": baseline,
-        "baseline_ms": times[base] * 1e3,
-        "ours_ms": times[ours] * 1e3,
-        "ratio": times[ours] / times[base],
-    }
+    return result_row(f"{name}{label}", baseline, times[base], times[ours])
 
 
 def run() -> list[dict[str, object]]:

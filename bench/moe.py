@@ -43,6 +43,7 @@ import numpy as np
 
 from bench.timing import median_seconds
 from bench.timing import paired_median_seconds
+from bench.timing import result_row
 from keras_mtl import layers
 
 TOKENS, EXPERTS, TOP_K, DIM, HIDDEN, CF = 4096, 64, 2, 256, 512, 1.25
@@ -258,23 +259,18 @@ def run() -> list[dict]:
     ):
         for i, mode in enumerate(("fwd", "fwd+bwd")):
             rows.append(
-                {
-                    "benchmark": f"SparseMoE index {mode}",
-                    "baseline": label,
-                    "baseline_ms": times[base][i] * 1e3,
-                    "ours_ms": times["index"][i] * 1e3,
-                    "ratio": times["index"][i] / times[base][i],
-                }
+                result_row(
+                    f"SparseMoE index {mode}", label, times[base][i], times["index"][i]
+                )
             )
     for i, mode in enumerate(("fwd", "fwd+bwd")):
         rows.append(
-            {
-                "benchmark": f"SparseMoE index {mode}",
-                "baseline": "matmul at active FLOPs",
-                "baseline_ms": (1 + 2 * i) * active / peak * 1e3,
-                "ours_ms": times["index"][i] * 1e3,
-                "ratio": times["index"][i] / ((1 + 2 * i) * active / peak),
-            }
+            result_row(
+                f"SparseMoE index {mode}",
+                "matmul at active FLOPs",
+                (1 + 2 * i) * active / peak,
+                times["index"][i],
+            )
         )
 
     xh = rng.standard_normal((2 * TOKENS, DIM)).astype("float32")
@@ -304,13 +300,12 @@ def run() -> list[dict]:
     for base in ("einsum", "grouped"):
         for i, mode in enumerate(("fwd", "fwd+bwd")):
             rows.append(
-                {
-                    "benchmark": f"HierarchicalMoE 8x8 index {mode}",
-                    "baseline": f"{base} dispatcher",
-                    "baseline_ms": htimes[base][i] * 1e3,
-                    "ours_ms": htimes["index"][i] * 1e3,
-                    "ratio": htimes["index"][i] / htimes[base][i],
-                }
+                result_row(
+                    f"HierarchicalMoE 8x8 index {mode}",
+                    f"{base} dispatcher",
+                    htimes[base][i],
+                    htimes["index"][i],
+                )
             )
     print("\n".join(lines) + "\n")
     return rows

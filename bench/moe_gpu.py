@@ -79,6 +79,7 @@ import keras
 import numpy as np
 
 from bench.timing import median_seconds
+from bench.timing import result_row
 from keras_mtl import layers
 
 CAPACITY_FACTOR = 1.25
@@ -604,11 +605,24 @@ def _time_variant(
     label = variant.label
     if variant.kwargs.get("dispatcher", "auto") == "auto":
         label = label.replace("auto", f"auto -> {_auto(runner, layer, x, mode)}")
-    print(f"{dtype} {label} ({runner.mode_label(mode)})", flush=True)
     make_steps = functools.partial(runner.layer_steps, layer, x, mode)
-    fwd, grad = _time_steps(runner, make_steps, size)
+    result = _timed(runner, label, mode, dtype, make_steps, size)
     del layer, make_steps
     runner.release()
+    return result
+
+
+def _timed(
+    runner: Runner,
+    label: str,
+    mode: str,
+    dtype: str,
+    make_steps: Callable[[], tuple[Step, Step]],
+    size: Size,
+) -> Result:
+    """Announces the row, then times its steps (`_time_steps`)."""
+    print(f"{dtype} {label} ({runner.mode_label(mode)})", flush=True)
+    fwd, grad = _time_steps(runner, make_steps, size)
     return Result(label, mode, fwd, grad)
 
 
@@ -631,24 +645,6 @@ def _dropped_fraction(
     except Exception as error:
         _failed(error, "dropped fraction")
         return None
-
-
-def _time_reference(
-    runner: Runner,
-    mode: str,
-    size: Size,
-    dtype: str,
-    weights: dict[str, Any],
-    x: Any,
-) -> Result:
-    """The plain-framework reference in one mode."""
-    label = runner.reference_label(mode, dtype)
-    print(f"{dtype} {label} ({runner.mode_label(mode)})", flush=True)
-    make_steps = functools.partial(
-        runner.reference_steps, weights, x, size, mode, dtype
-    )
-    fwd, grad = _time_steps(runner, make_steps, size)
-    return Result(label, mode, fwd, grad)
 
 
 def _matmul_peak(runner: Runner, size: Size, dtype: str) -> float:
@@ -723,13 +719,12 @@ def _summary_rows(
             if isinstance(ours, str) or isinstance(base, str):
                 continue  # the printed table says why
             rows.append(
-                {
-                    "benchmark": f"SparseMoE GPU {dtype} {r.label} ({mode}) {what}",
-                    "baseline": f"{ref.label} ({mode})",
-                    "baseline_ms": base * 1e3,
-                    "ours_ms": ours * 1e3,
-                    "ratio": ours / base,
-                }
+                result_row(
+                    f"SparseMoE GPU {dtype} {r.label} ({mode}) {what}",
+                    f"{ref.label} ({mode})",
+                    base,
+                    ours,
+                )
             )
     return rows
 
@@ -754,7 +749,12 @@ def _run_dtype(
             results.append(
                 _time_variant(runner, variant, mode, size, dtype, weights, x)
             )
-        references[mode] = _time_reference(runner, mode, size, dtype, weights, x)
+        # The plain-framework reference of the mode.
+        make_steps = functools.partial(
+            runner.reference_steps, weights, x, size, mode, dtype
+        )
+        label = runner.reference_label(mode, dtype)
+        references[mode] = _timed(runner, label, mode, dtype, make_steps, size)
     dropped = _dropped_fraction(size, dtype, weights, x)
     # Each mode's layer rows, then its reference.
     table = [

@@ -33,6 +33,7 @@ import numpy as np
 from keras import ops
 
 from bench.timing import median_seconds
+from bench.timing import result_row
 from keras_mtl import layers
 
 BATCH, EMB = 256, 32
@@ -130,16 +131,6 @@ def _time(model: keras.Model, x: list, y: np.ndarray, steps: int) -> float:
     return seconds
 
 
-def _row(name: str, baseline: str, base: float, ours: float) -> dict[str, object]:
-    return {
-        "benchmark": name,
-        "baseline": baseline,
-        "baseline_ms": base * 1e3,
-        "ours_ms": ours * 1e3,
-        "ratio": ours / base,
-    }
-
-
 def run() -> list[dict[str, object]]:
     rows = []
     rng = np.random.RandomState(0)
@@ -154,7 +145,7 @@ def run() -> list[dict[str, object]]:
             unrolled = _time(_dien(steps, unroll=True), x, y, steps)
         scan = _time(_dien(steps, unroll=False), x, y, steps)
         rows.append(
-            _row(
+            result_row(
                 f"DIEN AUGRU fwd+bwd {shape} (ours: scan, default)",
                 baseline,
                 unrolled,
@@ -176,7 +167,7 @@ def run() -> list[dict[str, object]]:
         base = _time(loop_model, x, y, steps)
         ours = _time(din_model, x, y, steps)
         rows.append(
-            _row(
+            result_row(
                 f"DIN [80, 40, 1] fwd+bwd {shape}",
                 "same attention, Python loop over steps",
                 base,

@@ -1,4 +1,5 @@
-"""Timing helpers: median wall time of repeated calls after a warm-up."""
+"""Timing helpers: median wall time of repeated calls after a warm-up, and
+the result row every suite returns."""
 
 from __future__ import annotations
 
@@ -53,3 +54,16 @@ def paired_median_seconds(
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def result_row(
+    benchmark: str, baseline: str, base: float, ours: float
+) -> dict[str, object]:
+    """One result of a suite: its times (seconds) in ms and `ours / base`."""
+    return {
+        "benchmark": benchmark,
+        "baseline": baseline,
+        "baseline_ms": base * 1e3,
+        "ours_ms": ours * 1e3,
+        "ratio": ours / base,
+    }

@@ -22,6 +22,11 @@ def positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def optional_positive_int(name: str, value: Any) -> int | None:
+    """`None` (the layer picks the value) or a positive int."""
+    return None if value is None else positive_int(name, value)
+
+
 def positive_int_list(name: str, value: Any) -> list[int]:
     if _is_int(value):
         value = [value]
@@ -138,17 +143,26 @@ def positive_int_or_list(name: str, value: Any, allow_empty: bool = False) -> li
     return positive_int_list(name, value)
 
 
+def _keras_object(getter: Any, name: str, value: Any, expected: str) -> Any:
+    """`getter(value)`, with a `ValueError` naming the argument and what it takes."""
+    try:
+        return getter(value)
+    except (ValueError, TypeError) as error:
+        raise ValueError(
+            f"`{name}` must be {expected}. Received: {name}={value!r} ({error})"
+        ) from None
+
+
 def initializer(name: str, value: Any) -> Any:
     """`keras.initializers.get`, with a `ValueError` naming the argument."""
     import keras
 
-    try:
-        return keras.initializers.get(value)
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            f"`{name}` must be a Keras initializer, its name or its config. "
-            f"Received: {name}={value!r} ({error})"
-        ) from None
+    return _keras_object(
+        keras.initializers.get,
+        name,
+        value,
+        "a Keras initializer, its name or its config",
+    )
 
 
 def regularizer(name: str, value: Any) -> Any:
@@ -156,13 +170,12 @@ def regularizer(name: str, value: Any) -> Any:
     the argument."""
     import keras
 
-    try:
-        return keras.regularizers.get(value)
-    except (ValueError, TypeError) as error:
-        raise ValueError(
-            f"`{name}` must be a Keras regularizer, its name, its config or "
-            f"None. Received: {name}={value!r} ({error})"
-        ) from None
+    return _keras_object(
+        keras.regularizers.get,
+        name,
+        value,
+        "a Keras regularizer, its name, its config or None",
+    )
 
 
 def as_list(inputs: Any) -> list[Any]:
@@ -200,11 +213,20 @@ def last_dim(layer: Any, what: str, shape: Any, expected: int | None) -> None:
     """Call-time check of a feature size against the one the layer was built
     with: `ValueError` naming the layer, the input, the expected size and the
     received shape (instead of a backend's matmul error)."""
-    received = tuple(shape)[-1] if len(tuple(shape)) else None
-    if expected is not None and received is not None and received != expected:
+    if expected is not None and len(tuple(shape)):
+        axis_size(layer, what, shape, -1, expected, f"a last dimension of {expected}")
+
+
+def axis_size(
+    layer: Any, what: str, shape: Any, axis: int, expected: int, described: str
+) -> None:
+    """Call-time check of `shape[axis]` against the size the layer was built
+    with; `described` says that size in the error (unknown sizes pass)."""
+    received = tuple(shape)[axis]
+    if received is not None and received != expected:
         raise ValueError(
             f"`{type(layer).__name__}` (layer '{layer.name}') expects {what} "
-            f"with a last dimension of {expected}, as it was built with. "
+            f"with {described}, as it was built with. "
             f"Received: {what} of shape {tuple(shape)}"
         )
 
@@ -237,14 +259,31 @@ def seed(name: str, value: Any) -> int | None:
     return int_in_range(name, value, 0)
 
 
+def compatible_shapes(a: Any, b: Any) -> bool:
+    """Same rank and equal sizes wherever both are known (`None` matches any)."""
+    a, b = tuple(a), tuple(b)
+    return len(a) == len(b) and all(
+        x is None or y is None or x == y for x, y in zip(a, b, strict=True)
+    )
+
+
+def one_shape(layer: Any, what: str, shapes: list) -> None:
+    """Call-time check that the (non-empty) `shapes` of a list input agree,
+    unknown sizes matching any; `what` says what the layer expects."""
+    first = tuple(shapes[0])
+    for i, shape in enumerate(shapes[1:], start=1):
+        if not compatible_shapes(first, shape):
+            raise ValueError(
+                f"`{type(layer).__name__}` (layer '{layer.name}') expects {what}. "
+                f"Received: shape {first} at index 0 and {tuple(shape)} at index {i}"
+            )
+
+
 def same_shape(layer: Any, what: str, shape: Any, expected: Any) -> None:
     """Call-time check that `what` has the shape `expected` (unknown
     dimensions on either side match anything)."""
     shape, expected = tuple(shape), tuple(expected)
-    if len(shape) != len(expected) or any(
-        a is not None and b is not None and a != b
-        for a, b in zip(shape, expected, strict=True)
-    ):
+    if not compatible_shapes(shape, expected):
         raise ValueError(
             f"`{type(layer).__name__}` (layer '{layer.name}') expects {what} of "
             f"shape {expected}. Received: {what} of shape {shape}"

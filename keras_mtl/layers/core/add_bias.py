@@ -86,13 +86,10 @@ class AddBias(keras.layers.Layer):
         channels = self.bias.shape[0]
         if self.data_format == "channels_last" or len(shape) == 2:
             validation.last_dim(self, "inputs", shape, channels)
-        elif shape[1] is not None and shape[1] != channels:
+        else:
             # A mismatch would broadcast or fail inside the backend's add.
-            raise ValueError(
-                f"`AddBias` (layer '{self.name}') expects inputs with {channels} "
-                "channels on axis 1 (channels_first), as it was built with. "
-                f"Received: inputs of shape {tuple(shape)}"
-            )
+            described = f"{channels} channels on axis 1 (channels_first)"
+            validation.axis_size(self, "inputs", shape, 1, channels, described)
 
     def call(self, inputs: Any) -> Any:
         self._check_shape(inputs.shape)

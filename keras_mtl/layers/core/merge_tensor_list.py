@@ -49,11 +49,7 @@ class MergeTensorList(keras.layers.Layer):
     ) -> None:
         super().__init__(**kwargs)
         self.merge_type = validation.one_of("merge_type", merge_type, MERGE_TYPES)
-        self.num_feature = (
-            None
-            if num_feature is None
-            else validation.positive_int("num_feature", num_feature)
-        )
+        self.num_feature = validation.optional_positive_int("num_feature", num_feature)
         if isinstance(axis, bool) or not isinstance(axis, int):
             raise ValueError(f"`axis` must be an integer. Received: axis={axis!r}")
         self.axis = axis

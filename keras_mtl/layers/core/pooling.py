@@ -23,18 +23,7 @@ class _ListPooling(keras.layers.Layer):
                 f"`{type(self).__name__}` (layer '{self.name}') expects a "
                 "non-empty list of tensors. Received: an empty list"
             )
-        first = tuple(shapes[0])
-        for i, shape in enumerate(shapes[1:], start=1):
-            if len(shape) != len(first) or any(
-                a is not None and b is not None and a != b
-                for a, b in zip(first, shape, strict=True)
-            ):
-                raise ValueError(
-                    f"`{type(self).__name__}` (layer '{self.name}') expects "
-                    "tensors of identical shape. "
-                    f"Received: shape {first} at index 0 and {tuple(shape)} at "
-                    f"index {i}"
-                )
+        validation.one_shape(self, "tensors of identical shape", shapes)
 
     def call(self, inputs: Any) -> Any:
         tensors = validation.as_list(inputs)

@@ -14,13 +14,14 @@ from keras_mtl import numerics
 from keras_mtl import routing
 from keras_mtl import validation
 from keras_mtl.backend import grouped
+from keras_mtl.layers.moe._base import TokenMixture
 
 POLICIES = ("all", "none", "threshold", "random")
 DISPATCHERS = ("auto", "index", "grouped", "einsum")
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class HierarchicalMoE(keras.layers.Layer):
+class HierarchicalMoE(TokenMixture):
     """Two-level mixture of `X × Y` experts with top-2 gating at both levels.
 
     The layer of Mesh-TensorFlow `transformer_moe_layer_v2` (Shazeer et al.,
@@ -166,11 +167,7 @@ class HierarchicalMoE(keras.layers.Layer):
         self.expert_hidden_units = validation.positive_int(
             "expert_hidden_units", expert_hidden_units
         )
-        self.output_dim = (
-            None
-            if output_dim is None
-            else validation.positive_int("output_dim", output_dim)
-        )
+        self.output_dim = validation.optional_positive_int("output_dim", output_dim)
         self.group_size = validation.positive_int("group_size", group_size)
         self.capacity_factor = validation.positive_float(
             "capacity_factor", capacity_factor
@@ -212,12 +209,7 @@ class HierarchicalMoE(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape: Any) -> None:
-        if input_shape[-1] is None:
-            raise ValueError(
-                "`HierarchicalMoE` needs a known feature (last) dimension. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-        d = self.input_dim = int(input_shape[-1])
+        d = self.input_dim = self._feature_dim(input_shape)
         n = self.output_dim or d
         x, y = self.num_experts
         h = self.expert_hidden_units
@@ -496,12 +488,6 @@ class HierarchicalMoE(keras.layers.Layer):
         return ops.einsum(
             "xhtyd,xyhdn->xhtn", ops.cast(ops.reshape(combine2, shape2), dtype), out2
         )
-
-    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
-        return (*input_shape[:-1], self.output_dim or input_shape[-1])
-
-    def compute_mask(self, inputs: Any, mask: Any | None = None) -> Any:
-        return mask
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

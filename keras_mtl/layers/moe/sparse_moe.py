@@ -15,6 +15,7 @@ from keras_mtl import numerics
 from keras_mtl import routing
 from keras_mtl import validation
 from keras_mtl.backend import grouped
+from keras_mtl.layers.moe._base import TokenMixture
 
 GATE_TYPES = ("softmax", "noise_topk")
 # Earlier spellings, still accepted (deprecated) so old configs load.
@@ -23,7 +24,7 @@ DISPATCHERS = ("auto", "index", "grouped", "einsum", "dense")
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class SparseMoE(keras.layers.Layer):
+class SparseMoE(TokenMixture):
     """Token-routed top-k mixture of experts where only chosen experts compute.
 
     Every token `x_t` (all leading axes of the input are flattened into
@@ -234,11 +235,7 @@ class SparseMoE(keras.layers.Layer):
             "expert_hidden_units", expert_hidden_units, allow_empty=True
         )
         self.expert_hidden_units = list(expert_hidden_units)
-        self.output_dim = (
-            None
-            if output_dim is None
-            else validation.positive_int("output_dim", output_dim)
-        )
+        self.output_dim = validation.optional_positive_int("output_dim", output_dim)
         self.top_k = validation.positive_int("top_k", top_k)
         if self.top_k > self.num_experts:
             raise ValueError(
@@ -260,11 +257,7 @@ class SparseMoE(keras.layers.Layer):
             "eval_capacity_factor", eval_capacity_factor
         )
         self.min_capacity = validation.positive_int("min_capacity", min_capacity)
-        self.group_size = (
-            None
-            if group_size is None
-            else validation.positive_int("group_size", group_size)
-        )
+        self.group_size = validation.optional_positive_int("group_size", group_size)
         self.pad_to_group = validation.boolean("pad_to_group", pad_to_group)
         self.dispatcher = validation.one_of("dispatcher", dispatcher, DISPATCHERS)
         self.activation = activations.get_function("activation", activation)
@@ -298,13 +291,7 @@ class SparseMoE(keras.layers.Layer):
         self.supports_masking = True
 
     def build(self, input_shape: Any) -> None:
-        input_dim = input_shape[-1]
-        if input_dim is None:
-            raise ValueError(
-                "`SparseMoE` needs a known feature (last) dimension. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-        self.input_dim = int(input_dim)
+        self.input_dim = self._feature_dim(input_shape)
         out_dim = self.output_dim or self.input_dim
         dims = [self.input_dim, *self.expert_hidden_units, out_dim]
         self.router_kernel = self.add_weight(
@@ -622,13 +609,6 @@ class SparseMoE(keras.layers.Layer):
         for term in terms[1:]:
             total = total + term
         self.add_loss(total)
-
-    def compute_output_shape(self, input_shape: Any) -> tuple[Any, ...]:
-        out_dim = self.output_dim or input_shape[-1]
-        return (*input_shape[:-1], out_dim)
-
-    def compute_mask(self, inputs: Any, mask: Any | None = None) -> Any:
-        return mask
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

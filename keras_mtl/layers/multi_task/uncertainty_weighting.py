@@ -100,18 +100,8 @@ class UncertaintyWeighting(keras.layers.Layer):
                 f"{self.num_tasks} losses (`num_tasks`). Received: "
                 f"{len(shapes)} tensor(s)"
             )
-        first = shapes[0]
-        for i, shape in enumerate(shapes[1:], start=1):
-            if len(shape) != len(first) or any(
-                a is not None and b is not None and a != b
-                for a, b in zip(first, shape, strict=True)
-            ):
-                # Different shapes would broadcast, e.g. (4, 1) + (4,) -> (4, 4).
-                raise ValueError(
-                    f"`UncertaintyWeighting` (layer '{self.name}') expects "
-                    "losses of one shape. Received: shape "
-                    f"{first} at index 0 and {shape} at index {i}"
-                )
+        # Different shapes would broadcast, e.g. (4, 1) + (4,) -> (4, 4).
+        validation.one_shape(self, "losses of one shape", shapes)
 
     def call(self, inputs: Any) -> Any:
         losses = [

@@ -198,8 +198,41 @@ def _gumbel(shape: tuple[int, ...], seed: Any) -> Any:
     return -ops.log(-ops.log(u))
 
 
+class _SegmentMask(keras.layers.Layer):
+    """Base of the NAS layers: `inputs * mask` over the features' segments."""
+
+    @property
+    def widths(self) -> list[int]:
+        """The input width of each feature, in feature order."""
+        return self.segment_sizes
+
+    def _add_logits(self, prefix: str, sizes: list[int]) -> list[Any]:
+        """Per feature `f`, float32 zero logits `{prefix}_{f}` (no autocast)."""
+        return [
+            self.add_weight(
+                name=f"{prefix}_{f}",
+                shape=(n,),
+                initializer="zeros",
+                trainable=True,
+                autocast=False,
+            )
+            for f, n in enumerate(sizes)
+        ]
+
+    def mask_weights(self, training: bool | None = None) -> Any:
+        """The float32 mask `[total_width]`."""
+        raise NotImplementedError
+
+    def call(self, inputs: Any, training: bool | None = None) -> Any:
+        x = _prepare_inputs(self, inputs, self.widths)
+        return x * ops.cast(self.mask_weights(training), x.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        return _check_input_shape(self, input_shape, self.widths)
+
+
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class NASSelectionLayer(keras.layers.Layer):
+class NASSelectionLayer(_SegmentMask):
     """Learned choice of an embedding size per feature (differentiable NAS).
 
     Feature `f` offers `C_f` embedding sizes `segment_sizes[f]`; their binary
@@ -320,8 +353,12 @@ class NASSelectionLayer(keras.layers.Layer):
             self.mask_arrays = self._check_masks(masks, generated)
             masks = [m.astype(int).tolist() for m in self.mask_arrays]
         self.masks = masks
-        self.widths = [int(m.shape[1]) for m in self.mask_arrays]
         self.seed_generator = keras.random.SeedGenerator(seed)
+
+    @property
+    def widths(self) -> list[int]:
+        """The input width of each feature: its masks' width."""
+        return [int(m.shape[1]) for m in self.mask_arrays]
 
     @staticmethod
     def _check_masks(masks: Any, generated: list[np.ndarray]) -> list[np.ndarray]:
@@ -345,16 +382,9 @@ class NASSelectionLayer(keras.layers.Layer):
 
     def build(self, input_shape: Any) -> None:
         _check_input_shape(self, input_shape, self.widths)
-        self.arch_logits = [
-            self.add_weight(
-                name=f"arch_logits_{f}",
-                shape=(int(m.shape[0]),),
-                initializer="zeros",
-                trainable=True,
-                autocast=False,
-            )
-            for f, m in enumerate(self.mask_arrays)
-        ]
+        self.arch_logits = self._add_logits(
+            "arch_logits", [int(m.shape[0]) for m in self.mask_arrays]
+        )
 
     def choice_weights(self, training: bool | None = None) -> list[Any]:
         """Per feature, the float32 choice weights `w` `[C_f]`."""
@@ -392,13 +422,6 @@ class NASSelectionLayer(keras.layers.Layer):
             mask = ops.convert_to_tensor(m, dtype="float32")
             parts.append(ops.sum(ops.expand_dims(w, -1) * mask, axis=0))
         return _concat(parts, axis=0)
-
-    def call(self, inputs: Any, training: bool | None = None) -> Any:
-        x = _prepare_inputs(self, inputs, self.widths)
-        return x * ops.cast(self.mask_weights(training), x.dtype)
-
-    def compute_output_shape(self, input_shape: Any) -> tuple:
-        return _check_input_shape(self, input_shape, self.widths)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -465,7 +488,7 @@ class MixedNASLayer(NASSelectionLayer):
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class NASGatingLayer(keras.layers.Layer):
+class NASGatingLayer(_SegmentMask):
     """One learned gate per feature segment (feature selection).
 
     Segment `i` of width `s_i` gets a trainable logit `a_i` and a gate:
@@ -539,20 +562,21 @@ class NASGatingLayer(keras.layers.Layer):
         s = ops.clip(a, -1.0, 1.0) if self.ste_type == "clip" else ops.softplus(a)
         return gating.straight_through(step, s)
 
-    def call(self, inputs: Any) -> Any:
-        x = _prepare_inputs(self, inputs, self.segment_sizes)
+    def mask_weights(self, training: bool | None = None) -> Any:
+        """The float32 mask `repeat(g, segment_sizes)` `[sum s_i]`; `training`
+        is ignored (nothing is sampled)."""
         g = self.gates()
-        mask = ops.concatenate(
+        return ops.concatenate(
             [
                 ops.repeat(g[i : i + 1], s, axis=0)
                 for i, s in enumerate(self.segment_sizes)
             ],
             axis=0,
         )
-        return x * ops.cast(mask, x.dtype)
 
-    def compute_output_shape(self, input_shape: Any) -> tuple:
-        return _check_input_shape(self, input_shape, self.segment_sizes)
+    def call(self, inputs: Any) -> Any:
+        # No `training` argument: the gates are deterministic.
+        return super().call(inputs)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -567,7 +591,7 @@ class NASGatingLayer(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
-class SimpleNasLayer(keras.layers.Layer):
+class SimpleNasLayer(_SegmentMask):
     """Learned truncation length of each feature's embedding.
 
     Feature `f` of width `D_f` has trainable logits `a_f` `[D_f]` over the
@@ -642,16 +666,7 @@ class SimpleNasLayer(keras.layers.Layer):
 
     def build(self, input_shape: Any) -> None:
         _check_input_shape(self, input_shape, self.segment_sizes)
-        self.length_logits = [
-            self.add_weight(
-                name=f"length_logits_{f}",
-                shape=(d,),
-                initializer="zeros",
-                trainable=True,
-                autocast=False,
-            )
-            for f, d in enumerate(self.segment_sizes)
-        ]
+        self.length_logits = self._add_logits("length_logits", self.segment_sizes)
 
     def mask_weights(self, training: bool | None = None) -> Any:
         """The float32 mask `concat_f(m_f)` `[sum D_f]`."""
@@ -673,13 +688,6 @@ class SimpleNasLayer(keras.layers.Layer):
                 positions = ops.arange(d, dtype="int32")
                 parts.append(ops.cast(ops.less(positions, length), "float32"))
         return _concat(parts, axis=0)
-
-    def call(self, inputs: Any, training: bool | None = None) -> Any:
-        x = _prepare_inputs(self, inputs, self.segment_sizes)
-        return x * ops.cast(self.mask_weights(training), x.dtype)
-
-    def compute_output_shape(self, input_shape: Any) -> tuple:
-        return _check_input_shape(self, input_shape, self.segment_sizes)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()

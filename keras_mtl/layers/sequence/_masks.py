@@ -24,10 +24,7 @@ def sequence_mask(mask: Any, keys: Any, name: str = "mask") -> Any | None:
         return None
     shape = tuple(mask.shape)
     expected = tuple(keys.shape[:2])
-    if len(shape) != 2 or any(
-        a is not None and b is not None and a != b
-        for a, b in zip(shape, expected, strict=True)
-    ):
+    if len(shape) != 2 or not validation.compatible_shapes(shape, expected):
         raise ValueError(
             f"`{name}` must have shape (batch, steps) = {expected} matching "
             f"the keys. Received: {name}.shape={shape}"
@@ -46,3 +43,12 @@ def zero_padded(x: Any, mask: Any | None) -> Any:
         return x
     m = ops.reshape(mask, tuple(ops.shape(mask)) + (1,) * (len(x.shape) - 2))
     return ops.where(m, x, ops.zeros_like(x))
+
+
+def cast_and_masked(layer: Any, queries: Any, keys: Any, mask: Any) -> tuple:
+    """`(queries, keys, mask)`: both inputs in the compute dtype, the bool mask
+    of the keys (`sequence_mask`) and the keys' padded steps set to 0."""
+    queries = ops.cast(queries, layer.compute_dtype)
+    keys = ops.cast(keys, layer.compute_dtype)
+    mask = sequence_mask(mask, keys)
+    return queries, zero_padded(keys, mask), mask

@@ -257,22 +257,18 @@ def _check_rnn_args(cell: Any, inputs: Any, att_scores: Any, mask: Any | None) -
         shape = tuple(att_scores.shape)
         if len(shape) == 3 and shape[-1] == 1:
             shape = shape[:2]
-        if len(shape) != 2 or not _compatible(shape, expected):
+        if not validation.compatible_shapes(shape, expected):
             raise ValueError(
                 "`att_scores` must have shape (batch, steps) = "
                 f"{expected}. Received: att_scores.shape={tuple(att_scores.shape)}"
             )
     if mask is not None:
         shape = tuple(mask.shape)
-        if len(shape) != 2 or not _compatible(shape, expected):
+        if not validation.compatible_shapes(shape, expected):
             raise ValueError(
                 f"`mask` must have shape (batch, steps) = {expected}. "
                 f"Received: mask.shape={shape}"
             )
-
-
-def _compatible(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    return all(x is None or y is None or x == y for x, y in zip(a, b, strict=True))
 
 
 def _prepare(
@@ -300,7 +296,7 @@ def _prepare(
         init_state = ops.cast(ops.convert_to_tensor(init_state), dtype)
         shape = tuple(init_state.shape)
         expected = (inputs.shape[0], cell.units)
-        if len(shape) != 2 or not _compatible(shape, expected):
+        if not validation.compatible_shapes(shape, expected):
             raise ValueError(
                 f"`init_state` must have shape (batch, units) = {expected}. "
                 f"Received: init_state.shape={shape}"

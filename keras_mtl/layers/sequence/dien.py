@@ -12,9 +12,8 @@ from keras_mtl import numerics
 from keras_mtl import validation
 from keras_mtl.layers.core.dense import InitializerLike
 from keras_mtl.layers.core.dense import RegularizerLike
+from keras_mtl.layers.sequence._masks import cast_and_masked
 from keras_mtl.layers.sequence._masks import input_shapes
-from keras_mtl.layers.sequence._masks import sequence_mask
-from keras_mtl.layers.sequence._masks import zero_padded
 from keras_mtl.layers.sequence.agru import AGRUCell
 from keras_mtl.layers.sequence.agru import dynamic_rnn_with_attention
 from keras_mtl.layers.sequence.agru import static_rnn_with_attention
@@ -176,10 +175,7 @@ class DIEN(keras.layers.Layer):
         queries, keys, mask = self._split(inputs, mask)
         self._check_shapes(queries.shape, keys.shape)
         validation.last_dim(self, "keys", keys.shape, self._key_dim)
-        queries = ops.cast(queries, self.compute_dtype)
-        keys = ops.cast(keys, self.compute_dtype)
-        mask = sequence_mask(mask, keys)
-        keys = zero_padded(keys, mask)
+        queries, keys, mask = cast_and_masked(self, queries, keys, mask)
         states = self.gru(keys, mask=mask)
         target = ops.matmul(queries, ops.transpose(self.attention_weight))
         logits = ops.sum(states * ops.expand_dims(target, 1), axis=-1)

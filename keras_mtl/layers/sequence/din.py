@@ -14,9 +14,8 @@ from keras_mtl import validation
 from keras_mtl.layers.core.dense import InitializerLike
 from keras_mtl.layers.core.dense import RegularizerLike
 from keras_mtl.layers.core.mlp import MLP
+from keras_mtl.layers.sequence._masks import cast_and_masked
 from keras_mtl.layers.sequence._masks import input_shapes
-from keras_mtl.layers.sequence._masks import sequence_mask
-from keras_mtl.layers.sequence._masks import zero_padded
 
 DIN_MODES = ("sum", "weight")
 
@@ -146,10 +145,7 @@ class DIN(keras.layers.Layer):
         queries, keys = validation.input_count(self, inputs, 2)
         self._check_shapes(queries.shape, keys.shape)
         validation.last_dim(self, "keys", keys.shape, self._key_dim)
-        queries = ops.cast(queries, self.compute_dtype)
-        keys = ops.cast(keys, self.compute_dtype)
-        mask = sequence_mask(mask, keys)
-        keys = zero_padded(keys, mask)
+        queries, keys, mask = cast_and_masked(self, queries, keys, mask)
         q = ops.broadcast_to(ops.expand_dims(queries, 1), ops.shape(keys))
         z = ops.concatenate([q, keys, q - keys, q * keys], axis=-1)
         w = self.compress_tower(z)  # [B, T, 1]

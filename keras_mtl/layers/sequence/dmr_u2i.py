@@ -12,9 +12,8 @@ from keras_mtl import numerics
 from keras_mtl import validation
 from keras_mtl.layers.core.dense import InitializerLike
 from keras_mtl.layers.core.dense import RegularizerLike
+from keras_mtl.layers.sequence._masks import cast_and_masked
 from keras_mtl.layers.sequence._masks import input_shapes
-from keras_mtl.layers.sequence._masks import sequence_mask
-from keras_mtl.layers.sequence._masks import zero_padded
 
 
 @keras.saving.register_keras_serializable(package="keras_mtl")
@@ -128,12 +127,8 @@ class DMR_U2I(keras.layers.Layer):  # noqa: N801 (reference class name)
         items_dim, steps, width = self._built_dims
         validation.last_dim(self, "items", i_shape, items_dim)
         validation.last_dim(self, "user_seq", s_shape, width)
-        if s_shape[1] is not None and s_shape[1] != steps:
-            raise ValueError(
-                f"`DMR_U2I` (layer '{self.name}') expects user_seq with {steps} "
-                "steps (axis 1, the length of `pos_emb`), as it was built with. "
-                f"Received: user_seq of shape {tuple(s_shape)}"
-            )
+        described = f"{steps} steps (axis 1, the length of `pos_emb`)"
+        validation.axis_size(self, "user_seq", s_shape, 1, steps, described)
 
     def build(self, input_shape: Any) -> None:
         i_shape, s_shape = input_shapes(self, input_shape, 2)
@@ -173,10 +168,7 @@ class DMR_U2I(keras.layers.Layer):  # noqa: N801 (reference class name)
         items, seq = validation.input_count(self, inputs, 2)
         self._check_shapes(items.shape, seq.shape)
         self._check_built(items.shape, seq.shape)
-        items = ops.cast(items, self.compute_dtype)
-        seq = ops.cast(seq, self.compute_dtype)
-        mask = sequence_mask(mask, seq)
-        seq = zero_padded(seq, mask)
+        items, seq, mask = cast_and_masked(self, items, seq, mask)
         c = ops.matmul(seq, self.emb_weight) + self.pos_emb + self.bias
         if self.use_tanh:
             c = ops.tanh(c)
