@@ -6,6 +6,7 @@
     nox -s lint            # ruff
     nox -s bench           # benchmarks
     nox -s random_cross    # random weights and inputs, TF against JAX and torch
+    nox -s installed       # the built wheel checks a user's layer outside the checkout
 
 Each conformance venv holds only its backend, which also catches accidental
 imports of another backend. Extra arguments after `--` go to pytest, e.g.
@@ -19,6 +20,7 @@ import os
 import pathlib
 import shutil
 import sys
+import tempfile
 
 import nox
 
@@ -94,7 +96,7 @@ def conformance(session: nox.Session, backend: str) -> None:
         keep = (f"--save-keras-dir={CROSS_DIR}",)
     _pytest(
         session,
-        "conformance",
+        "keras_mtl_conformance",
         *workers,
         "-rfExX",
         f"--report-dir={REPORTS}/{backend}-{device}",
@@ -117,7 +119,7 @@ def cross_backend(session: nox.Session) -> None:
     for backend in BACKENDS:
         _pytest(
             session,
-            "conformance",
+            "keras_mtl_conformance",
             *WORKERS,
             "-k",
             "cross_backend",
@@ -142,7 +144,7 @@ def matrix(session: nox.Session) -> None:
     session.run(
         sys.executable,
         "-m",
-        "conformance.report",
+        "keras_mtl_conformance.report",
         *results,
         f"--out={out}",
         external=True,
@@ -156,7 +158,7 @@ def tests(session: nox.Session) -> None:
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
-    session.run("python", "-m", "conformance.goldens", "--check")
+    session.run("python", "-m", "keras_mtl_conformance.goldens", "--check")
     for i, backend in enumerate(BACKENDS):
         # Tests marked `backend_independent` (argument errors, the spec
         # format, the runner, docstrings) run under the first backend only.
@@ -183,7 +185,7 @@ def random_cross(session: nox.Session) -> None:
     session.run(
         "python",
         "-m",
-        "conformance.random_cross",
+        "keras_mtl_conformance.random_cross",
         "make",
         f"--out={out}",
         *args,
@@ -193,11 +195,39 @@ def random_cross(session: nox.Session) -> None:
         session.run(
             "python",
             "-m",
-            "conformance.random_cross",
+            "keras_mtl_conformance.random_cross",
             "check",
             f"--out={out}",
             env=_env(backend),
         )
+
+
+@nox.session(venv_backend="none")
+def installed(session: nox.Session) -> None:
+    """The wheel, installed outside the checkout, checks a user's own layer."""
+    tmp = pathlib.Path(tempfile.mkdtemp(prefix="keras-mtl-installed-"))
+    try:
+        session.run(
+            sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+            f"--wheel-dir={tmp / 'dist'}", ".", external=True,
+        )  # fmt: skip
+        wheel = next((tmp / "dist").glob("keras_mtl-*.whl"))
+        session.run(sys.executable, "-m", "venv", str(tmp / "env"), external=True)
+        python = str(tmp / "env" / "bin" / "python")
+        session.run(
+            python, "-m", "pip", "install", "-q", f"{wheel}[conformance,jax,torch]",
+            external=True,
+        )  # fmt: skip
+        check = shutil.copy(pathlib.Path("tests/installed/check_user_flow.py"), tmp)
+        # From a folder outside the checkout, so nothing of it is importable.
+        with session.chdir(tmp):
+            session.run(
+                python, "-m", "pytest", "-q", "-p", "no:cacheprovider", check,
+                env={**CPU_ENV, "PATH": f"{tmp / 'env' / 'bin'}:{os.environ['PATH']}"},
+                external=True,
+            )  # fmt: skip
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @nox.session
@@ -205,7 +235,7 @@ def goldens(session: nox.Session) -> None:
     """Regenerate the reference outputs (`nox -s goldens -- --check` to verify)."""
     # Only numpy, scipy and the YAML/schema readers: no deep-learning backend.
     session.install(*nox.project.dependency_groups(PYPROJECT, "goldens"))
-    session.run("python", "-m", "conformance.goldens", *session.posargs)
+    session.run("python", "-m", "keras_mtl_conformance.goldens", *session.posargs)
 
 
 @nox.session

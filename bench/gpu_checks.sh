@@ -43,7 +43,7 @@ step bench 120 jax python3 -m bench --suite moe --device gpu \
 step bench 180 torch python3 -m bench --suite moe --device gpu \
     --out "$logs/bench-torch.md"
 for backend in jax torch; do
-    step conformance 45 $backend python3 -m pytest conformance -q \
+    step conformance 45 $backend python3 -m pytest keras_mtl_conformance -q \
         -p no:cacheprovider --device gpu -k "sparse_moe or hierarchical_moe" \
         --report-dir "$logs/conformance-$backend"
 done

@@ -7,8 +7,8 @@ import gc
 import keras
 import pytest
 
-from conformance import precision
-from conformance import xdist_status
+from keras_mtl_conformance import precision
+from keras_mtl_conformance import xdist_status
 
 BACKEND = keras.backend.backend()
 # Tests compare numeric paths (dispatchers, compiled and eager calls): on a GPU

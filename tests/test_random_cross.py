@@ -1,5 +1,5 @@
 """Random weights and inputs for spec configurations agree across backends
-(`conformance/random_cross.py`; `nox -s random_cross` runs a larger sample)."""
+(`keras_mtl_conformance/random_cross.py`; `nox -s random_cross` runs more)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conformance import random_cross
+from keras_mtl_conformance import random_cross
 from tests.conftest import BACKEND
 
 # Runs once (in the TensorFlow session); the other backends run in
@@ -36,7 +36,13 @@ def test_other_backends_reproduce_the_outputs(made, other):
         pytest.skip(f"{other} is not installed")
     env = {**os.environ, "KERAS_BACKEND": other, "JAX_PLATFORMS": "cpu"}
     run = subprocess.run(
-        [sys.executable, "-m", "conformance.random_cross", "check", f"--out={made}"],
+        [
+            sys.executable,
+            "-m",
+            "keras_mtl_conformance.random_cross",
+            "check",
+            f"--out={made}",
+        ],
         env=env,
         capture_output=True,
         text=True,

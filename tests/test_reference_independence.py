@@ -12,7 +12,7 @@ import pytest
 pytestmark = pytest.mark.backend_independent
 
 REFERENCE_DIR = (
-    pathlib.Path(__file__).resolve().parents[1] / "conformance" / "reference"
+    pathlib.Path(__file__).resolve().parents[1] / "keras_mtl_conformance" / "reference"
 )
 ALLOWED_THIRD_PARTY = {"numpy", "scipy"}
 
@@ -34,8 +34,8 @@ def _allowed(name: str) -> bool:
     return (
         top in sys.stdlib_module_names
         or top in ALLOWED_THIRD_PARTY
-        or name == "conformance.reference"
-        or name.startswith("conformance.reference.")
+        or name == "keras_mtl_conformance.reference"
+        or name.startswith("keras_mtl_conformance.reference.")
     )
 
 
@@ -49,7 +49,7 @@ def test_references_import_only_numpy_and_scipy():
         for p in REFERENCE_DIR.glob("**/*.py")
     }
     bad = {k: v for k, v in bad.items() if v}
-    assert not bad, f"forbidden imports in conformance/reference: {bad}"
+    assert not bad, f"forbidden imports in keras_mtl_conformance/reference: {bad}"
 
 
 def test_checker_catches_a_forbidden_import(tmp_path):

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from conformance import report
-from conformance import spec as spec_lib
+from keras_mtl_conformance import report
+from keras_mtl_conformance import spec as spec_lib
 
 # The runner's logic is shared by all backends (each backend's adapters run
 # in its conformance session).
@@ -37,7 +37,7 @@ def _run(
             sys.executable,
             "-m",
             "pytest",
-            "conformance",
+            "keras_mtl_conformance",
             "-q",
             "-p",
             "no:cacheprovider",
@@ -89,7 +89,7 @@ def test_parallel_workers_report_every_result(tmp_path):
 
 def test_keras_file_checks_save_what_cross_backend_loads(tmp_path):
     # nox keeps the keras_file checks' files instead of a separate save pass:
-    # they must hold what `conformance.xbackend save` writes, and load.
+    # they must hold what `keras_mtl_conformance.xbackend save` writes, and load.
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     specs = _copy_spec(tmp_path)
     kept, saved = tmp_path / "kept", tmp_path / "saved"
@@ -102,7 +102,7 @@ def test_keras_file_checks_save_what_cross_backend_loads(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cli = subprocess.run(
-        [sys.executable, "-m", "conformance.xbackend", "save"]
+        [sys.executable, "-m", "keras_mtl_conformance.xbackend", "save"]
         + [f"--out={saved}", f"--spec-dir={specs}"],
         cwd=ROOT,
         env=_cpu_env(),
@@ -251,7 +251,7 @@ def test_user_spec_directory_with_a_masked_layer(tmp_path):
         [
             sys.executable,
             "-m",
-            "conformance.goldens",
+            "keras_mtl_conformance.goldens",
             f"--spec-dir={tmp_path / 'user_specs'}",
         ],
         cwd=ROOT,
@@ -286,7 +286,7 @@ def test_a_false_stochastic_claim_fails(tmp_path):
 """
     )
     subprocess.run(
-        [sys.executable, "-m", "conformance.goldens", f"--spec-dir={specs}"],
+        [sys.executable, "-m", "keras_mtl_conformance.goldens", f"--spec-dir={specs}"],
         cwd=ROOT,
         check=True,
         capture_output=True,

@@ -16,10 +16,10 @@ import pathlib
 
 import pytest
 
-from conformance import compare
-from conformance import goldens
-from conformance import spec as spec_lib
-from conformance import xbackend
+from keras_mtl_conformance import compare
+from keras_mtl_conformance import goldens
+from keras_mtl_conformance import spec as spec_lib
+from keras_mtl_conformance import xbackend
 
 ROOT = pathlib.Path(__file__).parent / "data" / "saved_43dcc1d"
 SAVER = "tensorflow"

@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from conformance import goldens
-from conformance import spec as spec_lib
+from keras_mtl_conformance import goldens
+from keras_mtl_conformance import spec as spec_lib
 
 # Spec loading and golden checks: no backend involved.
 pytestmark = pytest.mark.backend_independent
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.backend_independent
 GOOD = """\
 schema_version: 1
 layer: keras_mtl.layers.LayerNorm
-reference: conformance.reference.core:layer_norm
+reference: keras_mtl_conformance.reference.core:layer_norm
 description: test spec
 outputs: [y]
 cases:

@@ -25,7 +25,7 @@ import math
 import pytest
 
 import keras_mtl.layers
-from conformance import spec as spec_lib
+from keras_mtl_conformance import spec as spec_lib
 
 NAN, INF = float("nan"), float("inf")
 UNKNOWN = "no-such-name"
@@ -141,7 +141,7 @@ def test_an_empty_batch_gives_an_empty_output(case):
     import keras
     import numpy as np
 
-    from conformance import harness
+    from keras_mtl_conformance import harness
 
     layer = harness.make_layer(case)
     harness.build(layer, case)

@@ -1,7 +1,7 @@
 """Random weights and inputs, one backend's layers against the other two.
 
-    python -m conformance.random_cross make  --out=DIR [--seed=S] [--count=N]
-    python -m conformance.random_cross check --out=DIR
+    python -m keras_mtl_conformance.random_cross make  --out=DIR [--seed=S] [--count=N]
+    python -m keras_mtl_conformance.random_cross check --out=DIR
 
 `make` (on any backend) draws `N` (spec case, seed) samples: a layer
 configuration from a conformance spec case, new random values for its
@@ -38,7 +38,7 @@ WEIGHT_SCALE = 0.5
 
 def _samples(seed: int, count: int) -> list[tuple[str, str, int]]:
     """`(spec name, case id, sample seed)`, the same on every backend."""
-    from conformance import spec as spec_lib
+    from keras_mtl_conformance import spec as spec_lib
 
     cases = [
         (spec.name, case.id)
@@ -51,7 +51,7 @@ def _samples(seed: int, count: int) -> list[tuple[str, str, int]]:
 
 
 def _case(spec_name: str, case_id: str) -> Any:
-    from conformance import spec as spec_lib
+    from keras_mtl_conformance import spec as spec_lib
 
     spec = spec_lib.find(spec_name)
     return next(c for c in spec.cases if c.id == case_id)
@@ -60,7 +60,7 @@ def _case(spec_name: str, case_id: str) -> Any:
 def _inputs(case: Any, seed: int) -> dict[str, np.ndarray]:
     """The case's inputs with every generator re-seeded (same distribution,
     new values); inline data (masks, ids) kept."""
-    from conformance import spec as spec_lib
+    from keras_mtl_conformance import spec as spec_lib
 
     arrays = case.input_arrays()
     for i, (name, tensor) in enumerate(case.inputs.items()):
@@ -75,7 +75,7 @@ def _run(
 ) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
     """Builds the case's layer, sets `weights` (a dict by path, or a seed to
     draw them from) and returns its inference outputs and its weights."""
-    from conformance import harness
+    from keras_mtl_conformance import harness
 
     layer = harness.make_layer(case)
     harness.build(layer, case)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from conformance import spec as spec_lib
+from keras_mtl_conformance import spec as spec_lib
 
 BACKENDS = ("tensorflow", "jax", "torch")
 

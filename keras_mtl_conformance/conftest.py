@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 import yaml
 
-from conformance import precision
-from conformance import report
-from conformance import xdist_status
-from conformance.run_state import STATE as _STATE
+from keras_mtl_conformance import precision
+from keras_mtl_conformance import report
+from keras_mtl_conformance import xdist_status
+from keras_mtl_conformance.run_state import STATE as _STATE
 
 EXPECTATIONS_DIR = pathlib.Path(__file__).resolve().parent / "expectations"
 _RESULTS: dict[str, dict[str, Any]] = {}
@@ -53,20 +53,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--cross-dir",
         default=None,
         help="directory of .keras files saved by `python -m "
-        "conformance.xbackend save`; enables cross_backend checks",
+        "keras_mtl_conformance.xbackend save`; enables cross_backend checks",
     )
     group.addoption(
         "--save-keras-dir",
         default=None,
         help="keep each keras_file check's .keras file and outputs under "
         "<dir>/<backend>/ for the cross_backend loads (what `python -m "
-        "conformance.xbackend save` writes)",
+        "keras_mtl_conformance.xbackend save` writes)",
     )
     group.addoption(
         "--expectations",
         default=None,
         help="expected-failures file (default "
-        "conformance/expectations/<backend>[-gpu].yaml)",
+        "keras_mtl_conformance/expectations/<backend>[-gpu].yaml)",
     )
 
 
@@ -285,7 +285,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case_check" not in metafunc.fixturenames:
         return
-    from conformance import collect
+    from keras_mtl_conformance import collect
 
     params = collect.params(_STATE.get("spec_dirs"), _STATE.get("cross_dir"))
     metafunc.parametrize("case_check", [p.param for p in params])

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conformance import harness
+from keras_mtl_conformance import harness
 
 
 def vjp(layer, case, inputs, float_idx, cotangents) -> tuple[list, list]:
@@ -46,3 +46,11 @@ def compiled_call(layer, case, inputs) -> Any:
         return outputs
 
     return run(tv, ntv, list(inputs))
+
+
+def value_and_gradients(fn, args, compiled=False) -> tuple[float, list]:
+    grad = jax.value_and_grad(fn, argnums=tuple(range(len(args))))
+    if compiled:
+        grad = jax.jit(grad)
+    value, grads = grad(*[jnp.asarray(a) for a in args])
+    return float(value), [np.asarray(g) for g in grads]

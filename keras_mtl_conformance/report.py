@@ -155,7 +155,7 @@ def summary_lines(env: dict[str, Any], results: list[dict[str, Any]]) -> list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m conformance.report reports/*/results.json [--out FILE]`.
+    """`python -m keras_mtl_conformance.report reports/*/results.json [--out FILE]`.
 
     Prints the merged matrix and exits 1 if any check failed.
     """

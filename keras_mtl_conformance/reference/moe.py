@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from conformance.reference import common
+from keras_mtl_conformance.reference import common
 
 Result = dict[str, Any]
 CV_EPSILON = 1e-10

@@ -11,7 +11,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from conformance import spec as spec_lib
+from keras_mtl_conformance import spec as spec_lib
 
 LAYER_NAME = "layer_under_test"
 

@@ -1,10 +1,10 @@
 """Generate or check the reference outputs (`specs/<family>/<layer>/golden.yaml`).
 
-    python -m conformance.goldens            # regenerate every layer
-    python -m conformance.goldens --layer dense
-    python -m conformance.goldens --check    # fail if any golden is stale
+    python -m keras_mtl_conformance.goldens            # regenerate every layer
+    python -m keras_mtl_conformance.goldens --layer dense
+    python -m keras_mtl_conformance.goldens --check    # fail if any golden is stale
 
-Goldens come only from the float64 NumPy references in `conformance/reference`
+Goldens come only from the float64 NumPy references in `keras_mtl_conformance/reference`
 (never from keras_mtl): outputs and auxiliary losses per dtype policy (inputs
 and weights rounded to the policy's compute dtype first), and gradients of
 `sum(outputs * cotangents) + sum(losses)` by float64 central differences.
@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from conformance import spec as spec_lib
+from keras_mtl_conformance import spec as spec_lib
 
 GENERATOR_VERSION = 1
 FD_EPSILON = 1e-6
 CHECK_TOLERANCE = 1e-9
-REGENERATE = "run `nox -s goldens` (or `python -m conformance.goldens`) and commit"
+REGENERATE = "run `nox -s goldens` (or `keras-mtl-conformance goldens`) and commit"
 
 
 def regenerate_hint(spec: spec_lib.LayerSpec) -> str:
@@ -46,7 +46,7 @@ def regenerate_hint(spec: spec_lib.LayerSpec) -> str:
     if not spec.spec_dir_option:
         return REGENERATE
     return (
-        f"run `python -m conformance.goldens{spec.spec_dir_option} --layer {spec.name}`"
+        f"run `keras-mtl-conformance goldens{spec.spec_dir_option} --layer {spec.name}`"
     )
 
 
@@ -361,6 +361,15 @@ def main(argv: list[str] | None = None) -> int:
         help="spec directory (default: specs/)",
     )
     args = parser.parse_args(argv)
+    try:
+        return _run(parser, args)
+    except spec_lib.SpecError as err:
+        # A user's spec: its file and field say enough, no traceback needed.
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     specs = spec_lib.discover(args.spec_dir)
     if args.layer:
         unknown = set(args.layer) - {s.name for s in specs}
@@ -379,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{spec.name:<22} {len(spec.cases):>3} cases  {status}")
     if failures:
         dirs = "".join(f" --spec-dir {d}" for d in args.spec_dir or [])
-        hint = f"run `python -m conformance.goldens{dirs}`" if dirs else REGENERATE
+        hint = f"run `keras-mtl-conformance goldens{dirs}`" if dirs else REGENERATE
         print(f"\n{failures} spec(s) have stale goldens: {hint}.")
         return 1
     return 0

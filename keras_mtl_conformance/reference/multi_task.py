@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from conformance.reference import common
+from keras_mtl_conformance.reference import common
 
 Result = dict[str, Any]
 
@@ -331,7 +331,7 @@ def grad_norm(inputs, weights, config, training, anchor=None, **_) -> Result:
     `avg = mean(wn)` (not stopped); `diff_i = |wn_i - avg|`, divided by
     `avg + epsilon` with `relative_diff`; `gnorm_loss = scale *
     sum(diff ** loss_pow)`; `weighted_loss = sum(L_i * stop_gradient(w_i))`.
-    `stop_gradient(expr)` is `expr` at the anchor (`conformance.goldens`).
+    `stop_gradient(expr)` is `expr` at the anchor (`keras_mtl_conformance.goldens`).
     """
     n = len(config["loss_names"])
     losses = np.asarray(inputs[0], np.float64).reshape(-1)

@@ -24,7 +24,11 @@ import numpy as np
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-DEFAULT_SPEC_DIR = ROOT / "specs"
+# A clone's own specs; once installed (no `specs/` beside the package), the
+# `specs/` folder of the current directory.
+DEFAULT_SPEC_DIR = (
+    ROOT / "specs" if (ROOT / "specs").is_dir() else pathlib.Path.cwd() / "specs"
+)
 SCHEMA_PATH = pathlib.Path(__file__).resolve().parent / "schema" / "spec.schema.json"
 GOLDEN_NAME = "golden.yaml"
 SPEC_NAME = "spec.yaml"
@@ -82,7 +86,7 @@ class Tolerance:
 
     In a spec it is an override: `reason` is required, a missing `rtol` or
     `atol` keeps the default, and the selectors (`check`, `policy`, `backend`,
-    `device`) say where it applies. `conformance.compare.tolerance` resolves
+    `device`) say where it applies. `keras_mtl_conformance.compare.tolerance` resolves
     it to the bound a check uses, keeping the override's reason (None for a
     default bound).
     """
@@ -208,9 +212,9 @@ class LayerSpec:
 
     def reference_source_files(self) -> list[pathlib.Path]:
         module = self.reference.split(":")[0]
-        mod = importlib.import_module(module)
-        files = [pathlib.Path(mod.__file__)]
-        common = pathlib.Path(mod.__file__).parent / "common.py"
+        source = pathlib.Path(resolve(f"{module}:__file__", self.path, "reference"))
+        files = [source]
+        common = source.parent / "common.py"
         if common.exists() and common not in files:
             files.append(common)
         return files
@@ -355,7 +359,7 @@ def load_spec(path: pathlib.Path | str) -> LayerSpec:
 
 
 def discover(spec_dirs: list[pathlib.Path | str] | None = None) -> list[LayerSpec]:
-    """All specs under the given directories (default: the repo's `specs/`).
+    """All specs under the given directories (default: `DEFAULT_SPEC_DIR`).
 
     A spec is `<dir>/<layer>/spec.yaml` or, grouped by family,
     `<dir>/<family>/<layer>/spec.yaml` (as the repo's own specs are); its
@@ -365,7 +369,9 @@ def discover(spec_dirs: list[pathlib.Path | str] | None = None) -> list[LayerSpe
     specs = []
     for d in dirs:
         if not d.is_dir():
-            raise SpecError(d, "spec directory does not exist")
+            raise SpecError(
+                d, "spec directory does not exist (give yours with --spec-dir)"
+            )
         paths = [*d.glob(f"*/{SPEC_NAME}"), *d.glob(f"*/*/{SPEC_NAME}")]
         specs.extend(load_spec(p) for p in sorted(paths, key=lambda p: p.parent.name))
     names = [spec.name for spec in specs]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from conformance import spec as spec_lib
+from keras_mtl_conformance import spec as spec_lib
 
 # (rtol, atol) by check and compute dtype. Comparisons are
 # |got - want| <= atol + rtol * |want|, in float64.

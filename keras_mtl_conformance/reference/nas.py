@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from conformance.reference import common
+from keras_mtl_conformance.reference import common
 
 Result = dict[str, Any]
 

@@ -1,12 +1,14 @@
 """Cross-backend `.keras` exchange: save on one backend, load on another.
 
-    KERAS_BACKEND=jax python -m conformance.xbackend save --out artifacts/keras
-    KERAS_BACKEND=torch pytest conformance --cross-dir artifacts/keras -k cross_backend
+    KERAS_BACKEND=jax keras-mtl-conformance save --out artifacts/keras
+    KERAS_BACKEND=torch keras-mtl-conformance load --cross-dir artifacts/keras
 
 `save` writes, for every case with the `cross_backend` check,
 `<out>/<backend>/<layer>/<case>.keras` and `<case>.npz` (the saver's weights
 and outputs). The `cross_backend` check loads each file on the current
-backend and requires identical weights and matching outputs.
+backend and requires identical weights and matching outputs; a saver with
+no folder under the cross directory (a backend that is not installed) is
+skipped with the command to run.
 
 The conformance run writes the same files as a by-product of its `keras_file`
 checks when given `--save-keras-dir` (that check already builds, saves and
@@ -25,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from conformance import compare
-from conformance import spec as spec_lib
+from keras_mtl_conformance import compare
+from keras_mtl_conformance import spec as spec_lib
 
 
 def _paths(root: str | pathlib.Path, backend: str, case: spec_lib.Case):
@@ -49,7 +51,7 @@ def write_data(
     outputs: Any,
 ) -> None:
     """Store the saver's weights (as saved) and outputs beside its `.keras` file."""
-    from conformance import harness
+    from keras_mtl_conformance import harness
 
     arrays = {f"weight:{k}": v for k, v in weights.items()}
     arrays.update(
@@ -64,7 +66,7 @@ def write_data(
 def save(out: pathlib.Path, spec_dirs: list[str] | None) -> int:
     import keras
 
-    from conformance import harness
+    from keras_mtl_conformance import harness
 
     gc.freeze()  # the backend's objects: each clear_session's collect skips them
     backend = keras.backend.backend()
@@ -93,13 +95,13 @@ def check_load(
 ) -> float:
     import keras
 
-    from conformance import harness
+    from keras_mtl_conformance import harness
 
     model_path, data_path = _paths(root, saver, case)
     if not model_path.exists():
         raise AssertionError(
-            f"{model_path} is missing: run `KERAS_BACKEND={saver} python -m "
-            f"conformance.xbackend save --out {root}{case.spec.spec_dir_option}` "
+            f"{model_path} is missing: run `KERAS_BACKEND={saver} "
+            f"keras-mtl-conformance save --out {root}{case.spec.spec_dir_option}` "
             "first"
         )
     saved = dict(np.load(data_path))
