@@ -13,6 +13,7 @@ import pytest
 import keras_mtl
 from keras_mtl import activations
 from keras_mtl import layers
+from tests._helpers import config_round_trip
 
 # The public classes (`__all__` also lists functions such as `nas_masks`).
 ALL_LAYERS = [
@@ -224,25 +225,27 @@ def test_bad_argument_raises_value_error_naming_it(cls, config, name, value):
 @pytest.mark.backend_independent
 def test_valid_edge_values_are_accepted_and_round_trip():
     # "int or list of int": an int is a list of one.
-    assert _round_trip(layers.MLP(3)).output_dims == [3]
+    assert config_round_trip(layers.MLP(3)).output_dims == [3]
     assert layers.MLP((4, 2)).output_dims == [4, 2]
     for momentum in (0.0, 1.0, 1):
-        _round_trip(layers.MLP([2], batch_normalization_momentum=momentum))
+        config_round_trip(layers.MLP([2], batch_normalization_momentum=momentum))
     clipping = {"rmax": INF, "rmin": 0.0, "dmax": None}
-    _round_trip(layers.MLP([2], batch_normalization_renorm_clipping=clipping))
-    assert _round_trip(layers.LayerNorm(epsilon=1)).epsilon == 1.0
-    _round_trip(layers.MergeTensorList(axis=-1))
-    _round_trip(layers.MergeTensorList(axis=0, num_feature=None))
+    config_round_trip(layers.MLP([2], batch_normalization_renorm_clipping=clipping))
+    assert config_round_trip(layers.LayerNorm(epsilon=1)).epsilon == 1.0
+    config_round_trip(layers.MergeTensorList(axis=-1))
+    config_round_trip(layers.MergeTensorList(axis=0, num_feature=None))
     # `None` initializers mean the documented defaults.
-    dense = _round_trip(layers.Dense(2, kernel_initializer=None, bias_initializer=None))
+    dense = config_round_trip(
+        layers.Dense(2, kernel_initializer=None, bias_initializer=None)
+    )
     assert isinstance(dense.kernel_initializer, keras.initializers.GlorotUniform)
     assert isinstance(dense.bias_initializer, keras.initializers.Zeros)
     assert isinstance(layers.AddBias(initializer=None).initializer, type(_zeros()))
     assert isinstance(
         layers.LayerNorm(initializer=None).initializer, keras.initializers.Ones
     )
-    _round_trip(layers.Dense(2, activation="prelu"))
-    _round_trip(layers.LogitCorrection(activation="prelu"))
+    config_round_trip(layers.Dense(2, activation="prelu"))
+    config_round_trip(layers.LogitCorrection(activation="prelu"))
 
 
 def _zeros():
@@ -642,23 +645,15 @@ def test_custom_registered_activation_round_trips():
     def shifted_relu(x):
         return keras.activations.relu(x - 1.0)
 
-    layer = layers.Dense(2, activation=shifted_relu)
-    clone = layers.Dense.from_config(layer.get_config())
+    clone = config_round_trip(layers.Dense(2, activation=shifted_relu))
     assert clone.activation is shifted_relu
 
 
 # --- serialization of every argument -------------------------------------------
 
 
-def _round_trip(layer):
-    config = layer.get_config()
-    clone = type(layer).from_config(config)
-    assert clone.get_config() == config
-    return clone
-
-
 def test_every_argument_round_trips():
-    _round_trip(
+    config_round_trip(
         layers.Dense(
             3,
             activation="sigmoid2",
@@ -671,7 +666,7 @@ def test_every_argument_round_trips():
             kernel_norm_trainable=True,
         )
     )
-    _round_trip(
+    config_round_trip(
         layers.Dense(
             3,
             activation="relu",
@@ -679,7 +674,7 @@ def test_every_argument_round_trips():
             inactive_relu_monitor_decay=0.5,
         )
     )
-    mlp = _round_trip(
+    mlp = config_round_trip(
         layers.MLP(
             [4, 2],
             activations=["prelu", "sigmoid2"],
@@ -698,15 +693,19 @@ def test_every_argument_round_trips():
         )
     )
     assert mlp.name == "tower"
-    _round_trip(
+    config_round_trip(
         layers.AddBias(
             initializer="ones", regularizer="l2", data_format="channels_first"
         )
     )
-    _round_trip(layers.LayerNorm(initializer="zeros", regularizer="l1", epsilon=1e-3))
-    _round_trip(layers.LogitCorrection(activation="tanh", sample_bias=True))
-    _round_trip(layers.MergeTensorList(None, num_feature=3, axis=2, keep_list=True))
-    _round_trip(layers.Activation("PReLU"))
+    config_round_trip(
+        layers.LayerNorm(initializer="zeros", regularizer="l1", epsilon=1e-3)
+    )
+    config_round_trip(layers.LogitCorrection(activation="tanh", sample_bias=True))
+    config_round_trip(
+        layers.MergeTensorList(None, num_feature=3, axis=2, keep_list=True)
+    )
+    config_round_trip(layers.Activation("PReLU"))
 
 
 def test_model_save_load_round_trip(tmp_path):

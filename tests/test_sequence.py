@@ -10,13 +10,11 @@ from keras import ops
 from keras_mtl import layers
 from keras_mtl.layers.sequence.agru import dynamic_rnn_with_attention
 from keras_mtl.layers.sequence.agru import static_rnn_with_attention
+from tests._helpers import config_round_trip
+from tests._helpers import to_numpy
 
 RNG = np.random.default_rng(0)
 MASK = np.array([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=bool)
-
-
-def _np(x):
-    return keras.ops.convert_to_numpy(x)
 
 
 def _normal(*shape):
@@ -30,13 +28,6 @@ def _poison(x, mask):
     return np.where(m, x, big)
 
 
-def _round_trip(layer):
-    config = layer.get_config()
-    clone = layer.__class__.from_config(config)
-    assert clone.get_config() == config
-    return clone
-
-
 # --- AGRUCell and the attention RNN helpers ----------------------------------
 
 
@@ -46,12 +37,12 @@ def test_static_and_dynamic_rnn_agree(att_type):
     x, att = _normal(3, 4, 2), RNG.uniform(size=(3, 4)).astype("float32")
     o1, f1 = static_rnn_with_attention(cell, x, att, mask=MASK)
     o2, f2 = dynamic_rnn_with_attention(cell, x, att, mask=MASK)
-    np.testing.assert_allclose(_np(o1), _np(o2), atol=1e-6)
-    np.testing.assert_allclose(_np(f1), _np(f2), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(o1), to_numpy(o2), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(f1), to_numpy(f2), atol=1e-6)
     # Without attention and mask too.
     o1, f1 = static_rnn_with_attention(cell, x, None)
     o2, f2 = dynamic_rnn_with_attention(cell, x, None)
-    np.testing.assert_allclose(_np(f1), _np(f2), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(f1), to_numpy(f2), atol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -62,26 +53,28 @@ def test_masked_steps_keep_the_state(helper):
     x, att = _normal(3, 4, 2), RNG.uniform(size=(3, 4)).astype("float32")
     outputs, final = helper(cell, x, att, mask=MASK)
     outputs2, final2 = helper(cell, _poison(x, MASK), _poison(att, MASK), mask=MASK)
-    np.testing.assert_array_equal(_np(final), _np(final2))
-    np.testing.assert_array_equal(_np(outputs), _np(outputs2))
-    np.testing.assert_array_equal(_np(final)[2], np.zeros(4))
+    np.testing.assert_array_equal(to_numpy(final), to_numpy(final2))
+    np.testing.assert_array_equal(to_numpy(outputs), to_numpy(outputs2))
+    np.testing.assert_array_equal(to_numpy(final)[2], np.zeros(4))
     # Row 1 stops after step 1: its final state is the state after step 1.
-    np.testing.assert_array_equal(_np(final)[1], _np(outputs)[1, 1])
+    np.testing.assert_array_equal(to_numpy(final)[1], to_numpy(outputs)[1, 1])
 
 
 def test_augru_zero_attention_keeps_state_and_agru_full_attention_is_candidate():
     x, h = _normal(2, 3), _normal(2, 4)
     augru = layers.AGRUCell(4, att_type="AUGRU")
     augru.build((2, 3))
-    np.testing.assert_allclose(_np(augru.step(x, h, np.zeros((2, 1), "float32"))), h)
+    np.testing.assert_allclose(
+        to_numpy(augru.step(x, h, np.zeros((2, 1), "float32"))), h
+    )
     agru = layers.AGRUCell(4, att_type="AGRU")
     agru.build((2, 3))
     one = np.ones((2, 1), "float32")
     # a = 1: AGRU takes the candidate, AUGRU a plain GRU step (no attention).
     np.testing.assert_allclose(
-        _np(augru.step(x, h, one)), _np(augru.step(x, h, None)), atol=1e-6
+        to_numpy(augru.step(x, h, one)), to_numpy(augru.step(x, h, None)), atol=1e-6
     )
-    zero = _np(agru.step(x, h, np.zeros((2, 1), "float32")))
+    zero = to_numpy(agru.step(x, h, np.zeros((2, 1), "float32")))
     np.testing.assert_allclose(zero, h)
 
 
@@ -90,7 +83,7 @@ def test_agru_cell_in_keras_rnn():
     x, att = _normal(2, 4, 2), RNG.uniform(size=(2, 4, 1)).astype("float32")
     y = keras.layers.RNN(cell)(np.concatenate([x, att], axis=-1))
     _, expected = static_rnn_with_attention(cell, x, att)
-    np.testing.assert_allclose(_np(y), _np(expected), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(y), to_numpy(expected), atol=1e-6)
 
 
 def test_agru_errors_and_config():
@@ -106,7 +99,7 @@ def test_agru_errors_and_config():
         dynamic_rnn_with_attention(cell, x, None, mask=np.ones((2, 5), bool))
     with pytest.raises(ValueError, match="cell"):
         static_rnn_with_attention(keras.layers.GRUCell(3), x, None)
-    clone = _round_trip(
+    clone = config_round_trip(
         layers.AGRUCell(
             3,
             att_type="augru",
@@ -128,15 +121,15 @@ def test_agru_errors_and_config():
 def test_din_padding_is_ignored(mode):
     din = layers.DIN([4, 1], activation="relu", mode=mode, decay=True)
     q, k = _normal(3, 2), _normal(3, 4, 2)
-    y = _np(din([q, k], mask=MASK))
-    y2 = _np(din([q, _poison(k, MASK)], mask=MASK))
+    y = to_numpy(din([q, k], mask=MASK))
+    y2 = to_numpy(din([q, _poison(k, MASK)], mask=MASK))
     if mode == "sum":
         np.testing.assert_array_equal(y, y2)
         np.testing.assert_array_equal(y[2], np.zeros(2))
     else:
         np.testing.assert_array_equal(y * MASK[..., None], y2 * MASK[..., None])
         np.testing.assert_array_equal(y[~MASK], np.zeros_like(y[~MASK]))
-    numeric = _np(din([q, k], mask=MASK.astype("float32")))
+    numeric = to_numpy(din([q, k], mask=MASK.astype("float32")))
     np.testing.assert_array_equal(y, numeric)
 
 
@@ -149,7 +142,7 @@ def test_din_fully_masked_gradients_are_finite():
     model.compile(optimizer="sgd", loss="mse")
     model.fit([q, k], np.ones((2, 2), "float32"), epochs=1, verbose=0)
     for w in din.weights:
-        assert np.all(np.isfinite(_np(w)))
+        assert np.all(np.isfinite(to_numpy(w)))
 
 
 def test_din_errors_and_config():
@@ -160,7 +153,7 @@ def test_din_errors_and_config():
         din([_normal(2, 3), _normal(2, 4, 2)])
     with pytest.raises(ValueError, match="mask"):
         din([_normal(2, 2), _normal(2, 4, 2)], mask=np.ones((2, 3), bool))
-    clone = _round_trip(
+    clone = config_round_trip(
         layers.DIN(
             [3, 1],
             activation="prelu",
@@ -172,19 +165,6 @@ def test_din_errors_and_config():
     )
     assert clone.mode == "weight" and clone.decay
     assert clone.hidden_units == [3, 1]
-
-
-def test_din_fit_with_keras_mask():
-    ids = keras.Input((4,), dtype="int32")
-    query = keras.Input((3,))
-    keys = keras.layers.Embedding(10, 3, mask_zero=True)(ids)
-    y = layers.DIN([4, 1], activation="relu")([query, keys])
-    model = keras.Model([query, ids], keras.layers.Dense(1)(y))
-    model.compile(optimizer="adam", loss="mse")
-    data = [_normal(6, 3), RNG.integers(0, 10, size=(6, 4)).astype("int32")]
-    history = model.fit(data, _normal(6, 1), epochs=2, verbose=0)
-    assert np.all(np.isfinite(history.history["loss"]))
-    assert ops.shape(model.predict(data, verbose=0)) == (6, 1)
 
 
 # --- DIEN -----------------------------------------------------------------------
@@ -199,21 +179,21 @@ def test_dien_padding_is_ignored(att_type, unroll):
     q, k = _normal(3, 3), _normal(3, 4, 2)
     final, states = dien([q, k], mask=MASK)
     final2, states2 = dien([q, _poison(k, MASK)], mask=MASK)
-    np.testing.assert_array_equal(_np(final), _np(final2))
-    np.testing.assert_array_equal(_np(states), _np(states2))
-    np.testing.assert_array_equal(_np(final)[2], np.zeros(3))
+    np.testing.assert_array_equal(to_numpy(final), to_numpy(final2))
+    np.testing.assert_array_equal(to_numpy(states), to_numpy(states2))
+    np.testing.assert_array_equal(to_numpy(final)[2], np.zeros(3))
     # The mask may also come as a third input.
-    np.testing.assert_array_equal(_np(dien([q, k, MASK])[0]), _np(final))
+    np.testing.assert_array_equal(to_numpy(dien([q, k, MASK])[0]), to_numpy(final))
 
 
 def test_dien_scan_and_unrolled_agree():
     dien = layers.DIEN(3, att_type="AUGRU", activation="tanh")
     q, k = _normal(3, 3), _normal(3, 4, 2)
-    y = _np(dien([q, k], mask=MASK))
+    y = to_numpy(dien([q, k], mask=MASK))
     unrolled = layers.DIEN.from_config({**dien.get_config(), "unroll": True})
     unrolled.build([q.shape, k.shape])
     unrolled.set_weights(dien.get_weights())
-    np.testing.assert_allclose(_np(unrolled([q, k], mask=MASK)), y, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(unrolled([q, k], mask=MASK)), y, atol=1e-6)
 
 
 @pytest.mark.parametrize("unroll", [False, True])
@@ -247,7 +227,7 @@ def test_dien_fully_masked_fit_stays_finite():
     zero = [d[2:] for d in data]
     model.fit(zero, _normal(1, 1), epochs=1, verbose=0)
     for w in model.weights:
-        assert np.all(np.isfinite(_np(w)))
+        assert np.all(np.isfinite(to_numpy(w)))
 
 
 def test_dien_errors_and_config():
@@ -258,7 +238,7 @@ def test_dien_errors_and_config():
         dien([_normal(2, 4), _normal(2, 4, 2)])
     with pytest.raises(ValueError, match="mask"):
         dien([_normal(2, 3), _normal(2, 4, 2)], mask=np.ones((2, 4, 1), bool))
-    clone = _round_trip(
+    clone = config_round_trip(
         layers.DIEN(
             3,
             att_type="augru",
@@ -279,15 +259,15 @@ def test_dien_errors_and_config():
 def test_dmr_padding_is_ignored():
     dmr = layers.DMR_U2I(3)
     x, seq = _normal(3, 2), _normal(3, 4, 3)
-    y = _np(dmr([x, seq], mask=MASK))
-    np.testing.assert_array_equal(y, _np(dmr([x, _poison(seq, MASK)], mask=MASK)))
+    y = to_numpy(dmr([x, seq], mask=MASK))
+    np.testing.assert_array_equal(y, to_numpy(dmr([x, _poison(seq, MASK)], mask=MASK)))
     assert np.all(np.isfinite(y))
     # A fully padded row pools to zeros: act(dense bias) * items.
-    bias = _np(dmr.dense.bias)
+    bias = to_numpy(dmr.dense.bias)
     np.testing.assert_allclose(y[2], np.maximum(bias, 0.0) * x[2], atol=1e-6)
 
 
-def test_dmr_errors_config_and_fit():
+def test_dmr_errors_and_config():
     dmr = layers.DMR_U2I(3)
     with pytest.raises(ValueError, match="mask"):
         dmr([_normal(2, 2), _normal(2, 4, 3)], mask=np.ones((2, 3), bool))
@@ -295,7 +275,7 @@ def test_dmr_errors_config_and_fit():
         layers.DMR_U2I(3)([_normal(3, 2), _normal(2, 4, 3)])
     with pytest.raises(ValueError, match="cmp_dim"):
         layers.DMR_U2I(0)
-    clone = _round_trip(
+    clone = config_round_trip(
         layers.DMR_U2I(
             4,
             activation="tanh",
@@ -305,15 +285,7 @@ def test_dmr_errors_config_and_fit():
         )
     )
     assert clone.use_tanh and clone.cmp_dim == 4
-    _round_trip(layers.DMR_U2I(4))
-    ids = keras.Input((4,), dtype="int32")
-    items = keras.Input((3,))
-    seq = keras.layers.Embedding(10, 3, mask_zero=True)(ids)
-    model = keras.Model([items, ids], layers.DMR_U2I(2)([items, seq]))
-    model.compile(optimizer="adam", loss="mse")
-    data = [_normal(6, 3), RNG.integers(0, 10, size=(6, 4)).astype("int32")]
-    history = model.fit(data, _normal(6, 3), epochs=2, verbose=0)
-    assert np.all(np.isfinite(history.history["loss"]))
+    config_round_trip(layers.DMR_U2I(4))
 
 
 def test_reference_style_calls():
@@ -321,15 +293,15 @@ def test_reference_style_calls():
     x, h = _normal(2, 2), _normal(2, 3)
     att = RNG.uniform(size=(2, 1)).astype("float32")
     out, state = cell(x, h, att)
-    np.testing.assert_array_equal(_np(out), _np(state))
-    np.testing.assert_allclose(_np(out), _np(cell.step(x, h, att)), atol=1e-6)
+    np.testing.assert_array_equal(to_numpy(out), to_numpy(state))
+    np.testing.assert_allclose(to_numpy(out), to_numpy(cell.step(x, h, att)), atol=1e-6)
     with pytest.raises(ValueError, match="state width"):
         cell(x, _normal(2, 4), att)
     seq, scores = _normal(2, 3, 2), RNG.uniform(size=(2, 3)).astype("float32")
     init = _normal(2, 3)
     _, f1 = layers.dynamic_rnn_with_attention(cell, seq, scores, 1, True, init)
     _, f2 = layers.static_rnn_with_attention(cell, seq, scores, init)
-    np.testing.assert_allclose(_np(f1), _np(f2), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(f1), to_numpy(f2), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", ["din", "dien", "dmr"])
@@ -343,15 +315,15 @@ def test_nan_and_inf_padding_stays_out(name):
     bad = k.copy()
     bad[~MASK] = np.nan
     bad[2, 0] = np.inf
-    y = _np(layer([q, k], mask=MASK))
-    np.testing.assert_array_equal(_np(layer([q, bad], mask=MASK)), y)
+    y = to_numpy(layer([q, k], mask=MASK))
+    np.testing.assert_array_equal(to_numpy(layer([q, bad], mask=MASK)), y)
     q_in, k_in = keras.Input((3,)), keras.Input((4, 3))
     m_in = keras.Input((4,), dtype="bool")
     model = keras.Model([q_in, k_in, m_in], layer([q_in, k_in], mask=m_in))
     model.compile(optimizer="sgd", loss="mse")
     model.fit([q, bad, MASK], np.ones_like(y), epochs=1, verbose=0)
     for w in model.weights:
-        assert np.all(np.isfinite(_np(w))), w.path
+        assert np.all(np.isfinite(to_numpy(w))), w.path
 
 
 # --- bad input never passes silently ------------------------------------------
@@ -403,12 +375,14 @@ def test_sequence_bad_arguments(cls, kwargs, match):
 
 @pytest.mark.backend_independent
 def test_valid_sequence_configs_still_build_and_round_trip():
-    din = _round_trip(layers.DIN(1, mode="weight"))
+    din = config_round_trip(layers.DIN(1, mode="weight"))
     assert din.hidden_units == [1] and din.mode == "weight"
-    assert _round_trip(layers.DIN([2, 1], initializer=None)).initializer is not None
-    assert _round_trip(layers.DMR_U2I(2, initializer=None, activation=None))
-    _round_trip(layers.DIEN(2, att_type="augru", initializer="glorot_normal"))
-    _round_trip(layers.AGRUCell(2, activation=None, initializer=None))
+    assert (
+        config_round_trip(layers.DIN([2, 1], initializer=None)).initializer is not None
+    )
+    assert config_round_trip(layers.DMR_U2I(2, initializer=None, activation=None))
+    config_round_trip(layers.DIEN(2, att_type="augru", initializer="glorot_normal"))
+    config_round_trip(layers.AGRUCell(2, activation=None, initializer=None))
 
 
 def test_rnn_helper_bad_arguments():
@@ -493,8 +467,8 @@ def test_numeric_masks_are_real_where_at_least_one(name):
     layer = _seq_layer(name)
     q, k = _normal(2, 3), _normal(2, 4, 3)
     numeric = np.array([[2.0, 0.5, 1.0, 0.0], [0.5, 1.0, 0.25, 1.0]], "float32")
-    want = _np(layer([q, k], mask=numeric >= 1))
-    np.testing.assert_array_equal(_np(layer([q, k], mask=numeric)), want)
+    want = to_numpy(layer([q, k], mask=numeric >= 1))
+    np.testing.assert_array_equal(to_numpy(layer([q, k], mask=numeric)), want)
 
 
 @pytest.mark.parametrize("helper", ["static", "dynamic"])
@@ -507,8 +481,8 @@ def test_rnn_helper_numeric_masks_are_real_where_at_least_one(helper):
     numeric = np.array([[2.0, 0.5, 0.0, 1.0], [0.0, 1.0, 0.25, 0.0]], "float32")
     out, final = run(cell, x, att, mask=numeric)
     out_b, final_b = run(cell, x, att, mask=numeric >= 1)
-    np.testing.assert_array_equal(_np(final), _np(final_b))
-    np.testing.assert_array_equal(_np(out), _np(out_b))
+    np.testing.assert_array_equal(to_numpy(final), to_numpy(final_b))
+    np.testing.assert_array_equal(to_numpy(out), to_numpy(out_b))
 
 
 class _Evolve(keras.layers.Layer):
@@ -538,15 +512,15 @@ def test_rnn_helpers_keep_nan_padding_out_of_states_and_gradients(unroll):
     bad_x, bad_att = x.copy(), att.copy()
     bad_x[~MASK], bad_att[~MASK] = np.nan, np.nan
     layer = _Evolve(unroll)
-    y = _np(layer([x, att, MASK]))
-    np.testing.assert_array_equal(_np(layer([bad_x, bad_att, MASK])), y)
+    y = to_numpy(layer([x, att, MASK]))
+    np.testing.assert_array_equal(to_numpy(layer([bad_x, bad_att, MASK])), y)
     inputs = [keras.Input((4, 2)), keras.Input((4,)), keras.Input((4,), dtype="bool")]
     model = keras.Model(inputs, layer(inputs))
     model.compile(optimizer="sgd", loss="mse")
     history = model.fit([bad_x, bad_att, MASK], np.ones_like(y), epochs=1, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
     for w in model.weights:
-        assert np.all(np.isfinite(_np(w))), w.path
+        assert np.all(np.isfinite(to_numpy(w))), w.path
 
 
 def _seq_inputs(name, batch, dtype="float32"):
@@ -569,7 +543,7 @@ def test_integer_inputs_are_cast_to_the_compute_dtype(name):
     floats = floats if isinstance(floats, list) else [floats]
     ints = ints if isinstance(ints, list) else [ints]
     for a, b in zip(ints, floats, strict=True):
-        a, b = _np(a), _np(b)
+        a, b = to_numpy(a), to_numpy(b)
         assert a.dtype == np.float32
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
@@ -585,13 +559,13 @@ def test_rnn_helpers_and_cell_cast_integer_inputs():
         out_f, final_f = run(
             cell, x.astype("float32"), att.astype("float32"), mask=MASK[:2]
         )
-        assert _np(final_i).dtype == np.float32
-        np.testing.assert_allclose(_np(final_i), _np(final_f), atol=1e-6)
-        np.testing.assert_allclose(_np(out_i), _np(out_f), atol=1e-6)
+        assert to_numpy(final_i).dtype == np.float32
+        np.testing.assert_allclose(to_numpy(final_i), to_numpy(final_f), atol=1e-6)
+        np.testing.assert_allclose(to_numpy(out_i), to_numpy(out_f), atol=1e-6)
     h = np.zeros((2, 3), "int32")
     np.testing.assert_allclose(
-        _np(cell(x[:, 0].astype("int32"), h)[0]),
-        _np(cell(x[:, 0].astype("float32"), h.astype("float32"))[0]),
+        to_numpy(cell(x[:, 0].astype("int32"), h)[0]),
+        to_numpy(cell(x[:, 0].astype("float32"), h.astype("float32"))[0]),
         atol=1e-6,
     )
 
@@ -606,7 +580,7 @@ def test_empty_batch_gives_an_empty_output(name):
     full = full if isinstance(full, list) else [full]
     empty = empty if isinstance(empty, list) else [empty]
     for e, f in zip(empty, full, strict=True):
-        e = _np(e)
+        e = to_numpy(e)
         assert e.shape == (0,) + tuple(f.shape[1:])
         assert e.dtype == np.float32 and not np.isnan(e).any()
 
