@@ -10,6 +10,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import pytest
 
 from keras_mtl_conformance import adapters
 
@@ -17,6 +18,28 @@ from keras_mtl_conformance import adapters
 def to_numpy(x: Any) -> np.ndarray:
     """A backend tensor (or variable, or NumPy value) as a NumPy array."""
     return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def bad_arguments(table: Iterable[tuple[type, dict, str, list]]) -> list[Any]:
+    """pytest params `(cls, config, name, value)`, one per bad value of each
+    `(cls, valid base config, argument name, bad values)` row of `table`."""
+    return [
+        pytest.param(cls, config, name, value, id=f"{cls.__name__}-{name}={value!r}")
+        for cls, config, name, values in table
+        for value in values
+    ]
+
+
+def assert_bad_argument_named(
+    cls: type, config: dict, name: str, value: Any, received: str = "{name}="
+) -> None:
+    """`cls(**config)` is valid; with `name=value` it raises a `ValueError`
+    naming the argument and showing what it received: `received` (a regex,
+    `{name}` filled in) follows "Received: "."""
+    cls(**config)
+    shown = received.format(name=name)
+    with pytest.raises(ValueError, match=rf"(?s)`{name}`.*Received: {shown}"):
+        cls(**{**config, name: value})
 
 
 def _dumped(config: dict) -> str:

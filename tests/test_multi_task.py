@@ -22,6 +22,8 @@ from keras_mtl.layers import CGC
 from keras_mtl.layers import PLE
 from keras_mtl.layers import SNR
 from keras_mtl.layers import MMoE
+from tests._helpers import assert_bad_argument_named
+from tests._helpers import bad_arguments
 from tests._helpers import config_round_trip
 from tests._helpers import gradients
 from tests._helpers import to_numpy
@@ -170,18 +172,9 @@ BAD_ARGUMENTS = [
 
 
 @pytest.mark.backend_independent
-@pytest.mark.parametrize(
-    "cls, config, name, value",
-    [
-        pytest.param(cls, config, name, value, id=f"{cls.__name__}-{name}={value!r}")
-        for cls, config, name, values in BAD_ARGUMENTS
-        for value in values
-    ],
-)
+@pytest.mark.parametrize("cls, config, name, value", bad_arguments(BAD_ARGUMENTS))
 def test_bad_argument_raises_value_error_naming_it(cls, config, name, value):
-    cls(**config)  # The base configuration is valid.
-    with pytest.raises(ValueError, match=rf"(?s)`{name}`.*Received: .*{name}"):
-        cls(**{**config, name: value})
+    assert_bad_argument_named(cls, config, name, value, received=".*{name}")
 
 
 @pytest.mark.backend_independent
