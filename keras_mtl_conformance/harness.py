@@ -93,6 +93,39 @@ def with_values(inputs: list[Any], indices: list[int], values: list[Any]) -> lis
     return args
 
 
+def vjp(
+    value_and_gradients: Any,
+    layer: keras.layers.Layer,
+    case: spec_lib.Case,
+    inputs: list[Any],
+    float_idx: list[int],
+    cotangents: list[np.ndarray],
+    compiled: bool,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Gradients of `sum(outputs * cotangents) + sum(losses)` with respect to
+    the inputs at `float_idx` and to `layer.trainable_variables`, as NumPy,
+    by a backend adapter's `value_and_gradients`."""
+    ntv = [v.value for v in layer.non_trainable_variables]
+    n = len(float_idx)
+
+    def objective(*args: Any) -> Any:
+        first, kwargs = call_args(layer, case, with_values(inputs, float_idx, args[:n]))
+        outputs, _, losses = layer.stateless_call(
+            list(args[n:]), ntv, first, return_losses=True, **kwargs
+        )
+        total = sum(
+            keras.ops.sum(
+                keras.ops.cast(o, "float32") * keras.ops.convert_to_tensor(c, "float32")
+            )
+            for o, c in zip(flatten(outputs), cotangents, strict=True)
+        )
+        return total + sum(losses)
+
+    args = [inputs[i] for i in float_idx] + [v.value for v in layer.trainable_variables]
+    _, grads = value_and_gradients(objective, args, compiled=compiled)
+    return grads[:n], grads[n:]
+
+
 def model_inputs(inputs: list[Any]) -> Any:
     """Inputs as the functional model built by `functional_model` takes them."""
     return inputs[0] if len(inputs) == 1 else list(inputs)

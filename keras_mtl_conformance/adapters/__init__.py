@@ -2,7 +2,8 @@
 
 Each adapter module provides:
 
-- `vjp(layer, case, inputs, float_idx, cotangents)`: gradients of
+- `vjp(layer, case, inputs, float_idx, cotangents)`: `harness.vjp` over the
+  adapter's `value_and_gradients` (jitted on JAX), the gradients of
   `sum(outputs * cotangents) + sum(losses)` with respect to the inputs at
   `float_idx` and to `layer.trainable_variables`, as NumPy arrays.
 - `compiled_call(layer, case, inputs)`: the layer's outputs under the

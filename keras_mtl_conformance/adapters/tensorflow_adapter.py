@@ -4,44 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import tensorflow as tf
 
 from keras_mtl_conformance import harness
 
 
 def vjp(layer, case, inputs, float_idx, cotangents) -> tuple[list, list]:
-    tv = [tf.convert_to_tensor(v.value) for v in layer.trainable_variables]
-    ntv = [tf.convert_to_tensor(v.value) for v in layer.non_trainable_variables]
-    float_inputs = [tf.convert_to_tensor(inputs[i]) for i in float_idx]
-    with tf.GradientTape() as tape:
-        tape.watch(tv)
-        tape.watch(float_inputs)
-        args = harness.with_values(inputs, float_idx, float_inputs)
-        first, kwargs = harness.call_args(layer, case, args)
-        outputs, _, losses = layer.stateless_call(
-            tv, ntv, first, return_losses=True, **kwargs
-        )
-        total = tf.add_n(
-            [
-                tf.reduce_sum(tf.cast(o, tf.float32) * c)
-                for o, c in zip(harness.flatten(outputs), cotangents, strict=True)
-            ]
-        )
-        if losses:
-            total = total + tf.add_n(list(losses))
-    g_x, g_tv = tape.gradient(total, (float_inputs, tv))
-    g_x = [
-        tf.zeros_like(x) if g is None else g
-        for x, g in zip(float_inputs, g_x, strict=True)
-    ]
-    g_tv = [tf.zeros_like(t) if g is None else g for t, g in zip(tv, g_tv, strict=True)]
-
-    # A gather's gradient is `tf.IndexedSlices` (sparse rows); densify it.
-    def dense(g: Any) -> np.ndarray:
-        return tf.convert_to_tensor(g).numpy()
-
-    return [dense(g) for g in g_x], [dense(g) for g in g_tv]
+    return harness.vjp(
+        value_and_gradients, layer, case, inputs, float_idx, cotangents, False
+    )
 
 
 def compiled_call(layer, case, inputs) -> Any:
