@@ -303,3 +303,31 @@ def test_terminal_matrix_header_keeps_a_space_after_short_layer_names():
     ]
     header = report.summary_lines(env, results)[0]
     assert header.split() == ["layer", report._column(env)], header
+
+
+def test_jax_jitted_checks_compile_with_every_optimization():
+    # The noxfile disables most XLA optimizations for the eager calls; the
+    # compiled and grad checks must still compile with them.
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "jax":
+        pytest.skip("JAX compile options")
+    import jax
+
+    from keras_mtl_conformance.adapters import jax_adapter
+
+    flag = "jax_disable_most_optimizations"
+    before = jax.config.values[flag]
+    jax.config.update(flag, True)
+    seen = []
+
+    def fn(x):
+        seen.append(jax.config.values[flag])  # runs while tracing
+        return (x * x).sum()
+
+    try:
+        for compiled in (True, False):
+            jax_adapter.value_and_gradients(fn, [np.ones(3, "float32")], compiled)
+        assert seen == [False, True]
+        assert jax.config.values[flag] is True  # restored
+    finally:
+        jax.config.update(flag, before)

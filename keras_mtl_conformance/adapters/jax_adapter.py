@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -9,6 +11,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from keras_mtl_conformance import harness
+
+
+@contextlib.contextmanager
+def _optimized() -> Iterator[None]:
+    # `JAX_DISABLE_MOST_OPTIMIZATIONS=1` (set by the noxfile's CPU sessions)
+    # halves the compile time of the one-op programs that eager calls
+    # compile; jitted layers, as they train and serve, are still compiled
+    # with every optimization, so that the compiled and grad checks test them.
+    before = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", False)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_disable_most_optimizations", before)
 
 
 def vjp(layer, case, inputs, float_idx, cotangents) -> tuple[list, list]:
@@ -29,12 +45,14 @@ def compiled_call(layer, case, inputs) -> Any:
         outputs, _ = layer.stateless_call(tv, ntv, first, **kwargs)
         return outputs
 
-    return run(tv, ntv, list(inputs))
+    with _optimized():
+        return run(tv, ntv, list(inputs))
 
 
 def value_and_gradients(fn, args, compiled=False) -> tuple[float, list]:
     grad = jax.value_and_grad(fn, argnums=tuple(range(len(args))))
     if compiled:
         grad = jax.jit(grad)
-    value, grads = grad(*[jnp.asarray(a) for a in args])
+    with _optimized() if compiled else contextlib.nullcontext():
+        value, grads = grad(*[jnp.asarray(a) for a in args])
     return float(value), [np.asarray(g) for g in grads]
