@@ -96,7 +96,8 @@ def _uv_env_from_pip() -> dict[str, str]:
 
 # Bytecode at install time: otherwise every pytest worker compiles the
 # backends' modules on first import (TensorFlow + JAX + torch: 17 s -> 7 s).
-os.environ.update({"UV_COMPILE_BYTECODE": "1", **_uv_env_from_pip()})
+os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
+os.environ.update(_uv_env_from_pip())
 
 
 def _install(session: nox.Session, extras: str) -> None:
