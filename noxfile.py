@@ -43,11 +43,11 @@ JAX_CACHE = {
     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
 }
-# XLA's optimization passes are most of the compile time of those one-op
-# programs, and buy nothing for them: without them the JAX conformance run
-# takes about a quarter less time (381 s -> 293 s with two workers, same
-# machine and commit). The conformance suite's compiled and grad checks
-# still compile the jitted layer with every optimization
+# XLA's optimization passes are about a third of the compile time of those
+# one-op programs, and buy nothing for them: without them the JAX conformance
+# run takes about a quarter less time (381 s -> 293 s with two workers, same
+# machine and commit). The conformance suite's compiled and grad checks still
+# compile the jitted layer with every optimization
 # (keras_mtl_conformance/adapters/jax_adapter.py). CPU only.
 JAX_FAST_COMPILE = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 # One pytest worker per core (pytest-xdist), at most 8: the checks are small

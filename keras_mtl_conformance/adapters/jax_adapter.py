@@ -17,8 +17,9 @@ from keras_mtl_conformance import harness
 def _optimized() -> Iterator[None]:
     # `JAX_DISABLE_MOST_OPTIMIZATIONS=1` (set by the noxfile's CPU sessions)
     # cuts about a third of the compile time of the one-op programs that
-    # eager calls compile; jitted layers, as they train and serve, are still compiled
-    # with every optimization, so that the compiled and grad checks test them.
+    # eager calls compile; jitted layers, as they train and serve, are still
+    # compiled with every optimization, so that the compiled and grad checks
+    # test them.
     before = jax.config.values["jax_disable_most_optimizations"]
     jax.config.update("jax_disable_most_optimizations", False)
     try:
