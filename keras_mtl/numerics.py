@@ -129,12 +129,29 @@ def one_hot(indices: Any, depth: int, dtype: str, axis: int = -1) -> Any:
     on torch for an index `>= depth`, and on torch it is five kernels (clamp,
     an int64 one-hot, `where`, a cast): 2.4 ms against 0.7 ms for `[8192]`
     indices and depth 64. XLA lowers both to the same comparison.
+    `arange` gets an explicit start: jax2onnx (0.17) fails on
+    `jnp.arange(depth)`, whose `stop` is `None`.
     """
     indices = ops.expand_dims(ops.cast(indices, "int32"), axis)
     shape = [1] * len(indices.shape)
     shape[axis] = depth
-    classes = ops.reshape(ops.arange(depth, dtype="int32"), shape)
+    classes = ops.reshape(ops.arange(0, depth, dtype="int32"), shape)
     return ops.cast(ops.equal(indices, classes), dtype)
+
+
+def first_max_one_hot(x: Any, dtype: str) -> Any:
+    """`one_hot(argmax(x, axis=-1))`: an indicator of the first maximum of
+    the last axis (ties go to the lower index, as in `argmax`).
+
+    Built from a maximum, a comparison and a cumulative sum so that every
+    exporter can express it: ONNX `OneHot` rejects the rank-0 index that
+    `argmax` of a vector gives, and Keras's JAX `argmax` tests the sign bit
+    of zeros with a `BitCast`, which onnxruntime cannot run. A row holding
+    NaN gives zeros.
+    """
+    is_max = ops.greater_equal(x, ops.max(x, axis=-1, keepdims=True))
+    count = ops.cumsum(ops.cast(is_max, "int32"), axis=-1)
+    return ops.cast(ops.logical_and(is_max, ops.equal(count, 1)), dtype)
 
 
 def cv_squared(x: Any, axis: int = -1, epsilon: float = 1e-10) -> Any:

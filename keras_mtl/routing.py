@@ -40,6 +40,7 @@ from typing import NamedTuple
 from keras import ops
 
 from keras_mtl import gating
+from keras_mtl.backend import gather
 from keras_mtl.numerics import fill_like
 from keras_mtl.numerics import one_hot
 
@@ -127,7 +128,7 @@ def choice_major_positions(
     counts = ops.cumsum(one_hot(order, num_experts, "int32", axis=1), axis=-1)
     # A padded token's own expert is taken as 0, in range for the gather.
     own = ops.expand_dims(ops.where(queued, order, ops.zeros_like(order)), 1)
-    position = ops.squeeze(ops.take_along_axis(counts, own, axis=1), 1) - 1
+    position = ops.squeeze(gather.take_along_axis(counts, own, axis=1), 1) - 1
     position = ops.where(queued, position, none)
     position = ops.reshape(
         position, (-1 if g is None else g, k, -1 if s is None else s)
@@ -251,7 +252,7 @@ def slot_ids(
     expert-major, `slot = (e * G + g) * C + position`, so the dispatch buffer
     reshapes to `[E, G * C, d]` with no transpose.
     """
-    group = ops.reshape(ops.arange(groups, dtype="int32"), (-1, 1, 1))
+    group = ops.reshape(ops.arange(0, groups, dtype="int32"), (-1, 1, 1))
     slot = (experts * groups + group) * capacity + positions
     return ops.where(keep, slot, fill_like(slot, -1))
 
@@ -270,7 +271,7 @@ def packed_slot_ids(
     """
     by_expert = ops.reshape(ops.transpose(kept, (1, 0)), (-1,))  # [E * G]
     start = ops.cumsum(by_expert) - by_expert
-    group = ops.reshape(ops.arange(groups, dtype="int32"), (-1, 1, 1))
+    group = ops.reshape(ops.arange(0, groups, dtype="int32"), (-1, 1, 1))
     index = ops.where(keep, experts * groups + group, ops.zeros_like(experts))
     slot = ops.take(start, index, axis=0) + positions
     return ops.where(keep, slot, fill_like(slot, -1)), ops.sum(kept, axis=0)
@@ -293,7 +294,7 @@ def grouped_rows(sizes: Any, num_rows: Any) -> GroupedRows:
     first_of_rest = ops.minimum(rest, ops.ones_like(rest))
     sizes = ops.concatenate([sizes[:-1], sizes[-1:] + first_of_rest], axis=0)
     ends = ops.cumsum(sizes)
-    rows = ops.arange(num_rows, dtype="int32")
+    rows = ops.arange(0, num_rows, dtype="int32")
     row_expert = ops.cast(ops.searchsorted(ends, rows, side="right"), "int32")
     return GroupedRows(sizes, row_expert)
 

@@ -169,6 +169,32 @@ def test_one_hot_gives_zero_rows_out_of_range():
     assert to_numpy(routing.one_hot(indices, 3, "int32")).dtype == np.int32
 
 
+def test_first_max_one_hot_is_one_hot_of_argmax_with_ties_to_the_lower_index():
+    from keras_mtl import numerics
+
+    x = np.random.default_rng(0).normal(size=(5, 7)).astype("float32")
+    x[1, [2, 5]] = 9.0  # a tie: argmax takes index 2
+    x[2] = 0.0  # all tied
+    got = to_numpy(numerics.first_max_one_hot(ops.convert_to_tensor(x), "float32"))
+    np.testing.assert_array_equal(got, np.eye(7, dtype="float32")[x.argmax(-1)])
+    vector = ops.convert_to_tensor(np.array([0.2, 0.5, 0.5], "float32"))
+    assert to_numpy(numerics.first_max_one_hot(vector, "int32")).tolist() == [0, 1, 0]
+    nan = ops.convert_to_tensor(np.array([[np.nan, 1.0]], "float32"))
+    assert to_numpy(numerics.first_max_one_hot(nan, "float32")).tolist() == [[0, 0]]
+
+
+def test_take_along_axis_adapter_matches_keras():
+    from keras_mtl.backend import gather
+
+    rng = np.random.default_rng(1)
+    x = ops.convert_to_tensor(rng.normal(size=(2, 5, 6)).astype("float32"))
+    index = ops.convert_to_tensor(rng.integers(0, 5, size=(2, 1, 6)).astype("int32"))
+    np.testing.assert_array_equal(
+        to_numpy(gather.take_along_axis(x, index, axis=1)),
+        to_numpy(ops.take_along_axis(x, index, axis=1)),
+    )
+
+
 def test_index_combine_ignores_not_kept_choices_whatever_their_weight():
     out = np.arange(12, dtype="float32").reshape(4, 3) + 1.0
     slots = np.array([[2, -1], [-1, -1], [0, 3]], "int32")

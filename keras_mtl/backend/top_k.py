@@ -32,7 +32,13 @@ def top_k(scores: Any, k: int) -> tuple[Any, Any]:
 def _torch_top_k(scores: Any, k: int) -> tuple[Any, Any]:
     import torch
 
-    if scores.dtype == torch.float64:
+    if torch.jit.is_tracing():
+        # The TorchScript ONNX exporter can hold neither the bit view of the
+        # scores (alias analysis has no schema for `view(dtype)`) nor a
+        # stable sort. Its `topk` becomes ONNX `TopK`, whose specification
+        # breaks ties by the lower index.
+        indices = torch.topk(scores, k, dim=-1).indices
+    elif scores.dtype == torch.float64:
         # No integer key holds a float64 and an index; sort stably instead.
         _, indices = torch.sort(scores, dim=-1, descending=True, stable=True)
         indices = indices[..., :k]

@@ -427,7 +427,7 @@ class HierarchicalMoE(TokenMixture):
         num_x, num_y = self.num_experts
         d = v.shape[-1]
         outer_of_group = ops.reshape(
-            ops.repeat(ops.arange(num_x, dtype="int32"), g2, axis=0), (-1, 1, 1)
+            ops.repeat(ops.arange(0, num_x, dtype="int32"), g2, axis=0), (-1, 1, 1)
         )
         global_expert = outer_of_group * num_y + inner["experts"]
         tokens = ops.reshape(v, (-1, d))
@@ -451,7 +451,7 @@ class HierarchicalMoE(TokenMixture):
             out2 = self._experts(buffer2, routing.grouped_rows(sizes2, num_rows))
             return routing.index_combine(out2, slots2, gates2)
         group_in_outer = ops.reshape(
-            ops.tile(ops.arange(g2, dtype="int32"), (num_x,)), (-1, 1, 1)
+            ops.tile(ops.arange(0, g2, dtype="int32"), (num_x,)), (-1, 1, 1)
         )
         slots2 = (global_expert * g2 + group_in_outer) * cap2 + inner["positions"]
         slots2 = ops.where(inner["keep"], slots2, routing.fill_like(slots2, -1))

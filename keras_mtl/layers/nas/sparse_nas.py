@@ -22,6 +22,7 @@ import numpy as np
 from keras import ops
 
 from keras_mtl import gating
+from keras_mtl import numerics
 from keras_mtl import validation
 
 EMBEDDING_SHARE_MODES = ("left", "diff", "random", "none")
@@ -399,19 +400,19 @@ class NASSelectionLayer(_SegmentMask):
             if self.weight_grad_mode == "none":
                 out.append(p)
             elif not training:
-                out.append(ops.one_hot(ops.argmax(p), num, dtype="float32"))
+                out.append(numerics.first_max_one_hot(p, "float32"))
             elif self.weight_grad_mode == "discrete":
                 idx = keras.random.categorical(
                     ops.expand_dims(logits / self.temperature, 0),
                     1,
                     seed=self.seed_generator,
                 )
-                hard = ops.one_hot(ops.reshape(idx, ()), num, dtype="float32")
+                hard = numerics.one_hot(ops.reshape(idx, ()), num, "float32")
                 out.append(gating.straight_through(hard, p))
             else:  # gumbel
                 g = _gumbel((num,), self.seed_generator)
                 y = ops.softmax((logits + g) / self.temperature)
-                hard = ops.one_hot(ops.argmax(y), num, dtype="float32")
+                hard = numerics.first_max_one_hot(y, "float32")
                 out.append(gating.straight_through(hard, y))
         return out
 
@@ -685,7 +686,7 @@ class SimpleNasLayer(_SegmentMask):
                     ops.cast(ops.less(ops.cumsum(p, axis=0), self.threshold), "int32")
                 )
                 length = ops.minimum(below + 1, d)
-                positions = ops.arange(d, dtype="int32")
+                positions = ops.arange(0, d, dtype="int32")
                 parts.append(ops.cast(ops.less(positions, length), "float32"))
         return _concat(parts, axis=0)
 
