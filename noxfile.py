@@ -97,6 +97,11 @@ def _uv_env_from_pip() -> dict[str, str]:
 # Bytecode at install time: otherwise every pytest worker compiles the
 # backends' modules on first import (TensorFlow + JAX + torch: 17 s -> 7 s).
 os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
+# pip takes the best version from all its indexes; uv by default only looks
+# at the first index that has a package (here jax2onnx 0.17.1 needs an
+# orbax-checkpoint that only the second index holds, so uv fell back to
+# 0.13.0).
+os.environ.setdefault("UV_INDEX_STRATEGY", "unsafe-best-match")
 os.environ.update(_uv_env_from_pip())
 
 
@@ -132,7 +137,8 @@ def _pytest(session: nox.Session, *args: str, env: dict[str, str]) -> None:
 @nox.parametrize("backend", BACKENDS, ids=BACKENDS)
 def conformance(session: nox.Session, backend: str) -> None:
     """The conformance suite on one backend (CPU unless `-- --device gpu`)."""
-    _install(session, backend)
+    # The exporters of the `export` check come with `export-<backend>`.
+    _install(session, f"{backend},export-{backend}")
     device = "gpu" if "gpu" in session.posargs else "cpu"
     env = _env(backend)
     workers: tuple[str, ...] = WORKERS

@@ -18,7 +18,8 @@ class CaseCheck:
     layer: str
     case_id: str
     check: str
-    policy: str  # a dtype policy, or `from_<backend>` for cross_backend
+    # A dtype policy, `from_<backend>` for cross_backend, a format for export.
+    policy: str
     case: Any = dataclasses.field(compare=False, repr=False)
     spec_error: str | None = None
 
@@ -36,9 +37,21 @@ def _specs(spec_dirs: tuple[str, ...] | None) -> list[spec_lib.LayerSpec]:
     return spec_lib.discover(list(spec_dirs) if spec_dirs else None)
 
 
-def params(spec_dirs: list[str] | None, cross_dir: str | None) -> list[CaseCheck]:
+def params(
+    spec_dirs: list[str] | None, cross_dir: str | None, backend: str | None = None
+) -> list[CaseCheck]:
+    """Every check of every case, and an `export` check per format of
+    `backend` for each of the spec's export cases."""
+    from keras_mtl_conformance.export import FORMATS
+
     out = []
     for spec in _specs(tuple(spec_dirs) if spec_dirs else None):
+        if backend is not None:
+            out.extend(
+                CaseCheck(spec.name, entry.case.id, "export", fmt, entry.case)
+                for entry in spec.export
+                for fmt in FORMATS[backend]
+            )
         for case in spec.cases:
             for check in case.checks:
                 if check == "forward":

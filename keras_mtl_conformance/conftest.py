@@ -287,7 +287,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return
     from keras_mtl_conformance import collect
 
-    params = collect.params(_STATE.get("spec_dirs"), _STATE.get("cross_dir"))
+    params = collect.params(
+        _STATE.get("spec_dirs"), _STATE.get("cross_dir"), _STATE.get("backend")
+    )
     metafunc.parametrize("case_check", [p.param for p in params])
 
 

@@ -46,21 +46,32 @@ def render(runs: list[dict[str, Any]]) -> str:
             f"| {env.get('label', _column(env))} | {env['keras']} | "
             f"{env['backend_version']} | {env['device_name']} | {env['seconds']} |"
         )
+    # Per environment, the export checks get a column of their own.
+    layer_columns = [
+        (col, exported)
+        for col in columns
+        for exported in (False, True)
+        if not exported
+        or any(r["check"] == "export" for c in cells.values() for r in c.get(col, []))
+    ]
     lines += [
         "",
         "## Layers",
         "",
-        "| layer | " + " | ".join(columns) + " |",
-        "|---|" + "---|" * len(columns),
+        "| layer | "
+        + " | ".join(f"{col} export" if ex else col for col, ex in layer_columns)
+        + " |",
+        "|---|" + "---|" * len(layer_columns),
     ]
     for layer in layers:
         row = [layer]
-        for col in columns:
+        for col, exported in layer_columns:
             results = [
                 r
                 for (lay, _), c in cells.items()
                 if lay == layer
                 for r in c.get(col, [])
+                if (r["check"] == "export") == exported
             ]
             row.append(_cell(results))
         lines.append("| " + " | ".join(row) + " |")

@@ -183,6 +183,15 @@ class Case:
 
 
 @dataclasses.dataclass
+class ExportCase:
+    """A case the `export` check exports; `static_batch` says why its batch
+    size must be fixed (None: the exported model takes any batch size)."""
+
+    case: Case
+    static_batch: str | None = None
+
+
+@dataclasses.dataclass
 class LayerSpec:
     path: pathlib.Path
     name: str
@@ -195,6 +204,7 @@ class LayerSpec:
     losses: list[str]
     cases: list[Case]
     raw: dict[str, Any]
+    export: list[ExportCase] = dataclasses.field(default_factory=list)
 
     @property
     def golden_path(self) -> pathlib.Path:
@@ -355,7 +365,37 @@ def load_spec(path: pathlib.Path | str) -> LayerSpec:
             for key, tensor in getattr(case, group).items():
                 case._materialize(group, key, tensor)
         spec.cases.append(case)
+    spec.export = _export_cases(path, spec, raw.get("export"))
     return spec
+
+
+def _export_cases(
+    path: pathlib.Path, spec: LayerSpec, entries: list[dict[str, str]] | None
+) -> list[ExportCase]:
+    by_id = {case.id: case for case in spec.cases}
+    if entries is None:
+        first = next(
+            (c for c in spec.cases if "forward" in c.checks and not c.training), None
+        )
+        return [] if first is None else [ExportCase(first)]
+    out = []
+    for entry in entries:
+        case = by_id.get(entry["case"])
+        if case is None:
+            raise SpecError(
+                path,
+                f"no case '{entry['case']}' (cases: {sorted(by_id)})",
+                field="export",
+            )
+        if "forward" not in case.checks or case.training:
+            raise SpecError(
+                path,
+                "an exported case must have a `forward` check and not train",
+                case.id,
+                "export",
+            )
+        out.append(ExportCase(case, entry.get("static_batch")))
+    return out
 
 
 def discover(spec_dirs: list[pathlib.Path | str] | None = None) -> list[LayerSpec]:

@@ -1,7 +1,7 @@
 """One test per (layer, case, check, policy); see `keras_mtl_conformance/collect.py`.
 
 Checks: config_roundtrip, build, symbolic, forward (per dtype policy),
-compiled, grad, keras_file and cross_backend. Each compares against goldens
+compiled, grad, keras_file, cross_backend and export. Each compares against goldens
 generated from the float64 NumPy references.
 """
 
@@ -18,6 +18,7 @@ import pytest
 
 from keras_mtl_conformance import adapters
 from keras_mtl_conformance import compare
+from keras_mtl_conformance import export
 from keras_mtl_conformance import goldens
 from keras_mtl_conformance import harness
 from keras_mtl_conformance import spec as spec_lib
@@ -370,3 +371,24 @@ def check_stochastic(cc: CaseCheck, request, tmp_path) -> None:
             f"zero fraction {observed:.4f} over {n} values, expected {rate} "
             f"+- {bound:.4f}"
         )
+
+
+def check_export(cc: CaseCheck, request, tmp_path) -> float:
+    """The layer in a functional model, exported in the format `cc.policy`,
+    run outside Keras against the golden (see `keras_mtl_conformance.export`)."""
+    backend = STATE["backend"]
+    missing = export.missing_modules(backend, cc.policy)
+    if missing:
+        pytest.skip(
+            f"{cc.policy} export on {backend} needs {', '.join(missing)}: "
+            "pip install 'keras-mtl[export]'"
+        )
+    entry = next(e for e in cc.case.spec.export if e.case.id == cc.case.id)
+    _record(request, static_batch=entry.static_batch)
+    expected = _case_golden(cc.case)["forward"]["float32"]
+    tol = _tol(cc, "forward")
+    _record(request, tolerance=[tol.rtol, tol.atol], override=tol.reason)
+    model = export.model_for_export(entry)
+    arrays = [harness.to_numpy(x) for x in harness.concrete_inputs(cc.case)]
+    outputs = export.run_exported(cc.policy, model, entry, arrays, tmp_path)
+    return _compare_outputs(cc, outputs, expected, tol, f"[{cc.policy}]")

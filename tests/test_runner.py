@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -267,7 +268,10 @@ def test_user_spec_directory_with_a_masked_layer(tmp_path):
         extra_env={"PYTHONPATH": env_path},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "9 passed" in proc.stdout
+    # 9 checks, and the export of the first case in each of the backend's two
+    # formats; a format whose exporter is not installed is skipped.
+    passed = int(re.search(r"(\d+) passed", proc.stdout).group(1))
+    assert passed >= 10 and "failed" not in proc.stdout, proc.stdout
 
 
 def test_a_false_stochastic_claim_fails(tmp_path):
@@ -303,6 +307,21 @@ def test_terminal_matrix_header_keeps_a_space_after_short_layer_names():
     ]
     header = report.summary_lines(env, results)[0]
     assert header.split() == ["layer", report._column(env)], header
+
+
+def test_matrix_gives_export_checks_a_column_per_environment():
+    env = {
+        "backend": "torch", "device": "cpu", "label": "torch-cpu", "keras": "3",
+        "backend_version": "2", "device_name": "cpu", "seconds": 1,
+    }  # fmt: skip
+    results = [
+        {"layer": "mlp", "check": "forward", "policy": "float32", "status": "passed"},
+        {"layer": "mlp", "check": "export", "policy": "onnx", "status": "failed",
+         "id": "mlp/a/export/onnx", "message": "x"},
+    ]  # fmt: skip
+    text = report.render([{"env": env, "results": results}])
+    assert "| layer | torch-cpu | torch-cpu export |" in text
+    assert "| mlp | ✅ 1/1 | ❌ 1/1 failed |" in text
 
 
 def test_jax_jitted_checks_compile_with_every_optimization():

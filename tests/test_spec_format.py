@@ -176,3 +176,26 @@ def test_a_tolerance_override_may_give_only_rtol(tmp_path):
     case = spec_lib.load_spec(_write(tmp_path, text)).cases[0]
     tol = case.tolerance("forward", "float32", "jax", "cpu")
     assert (tol.rtol, tol.atol) == (1.0e-3, None)
+
+
+def test_export_defaults_to_the_first_inference_case(tmp_path):
+    train = GOOD.replace("  - id: small", "  - id: train\n    call: {training: true}")
+    spec = spec_lib.load_spec(_write(tmp_path, train + GOOD[GOOD.index("  - id") :]))
+    assert [(e.case.id, e.static_batch) for e in spec.export] == [("small", None)]
+
+
+@pytest.mark.parametrize(
+    "entry, match",
+    [
+        ("- case: missing", "no case 'missing'"),
+        ("- case: train", "must have a `forward` check and not train"),
+        ("- {case: small, static_batch: why}", "too short"),
+    ],
+)
+def test_bad_export_entries_name_the_field(tmp_path, entry, match):
+    case = GOOD[GOOD.index("  - id: small") :].replace(
+        "id: small", "id: train\n    call: {training: true}"
+    )
+    text = GOOD.replace("cases:\n", f"export:\n  {entry}\ncases:\n") + case
+    with pytest.raises(spec_lib.SpecError, match=f"field 'export'.*{match}|{match}"):
+        spec_lib.load_spec(_write(tmp_path, text))

@@ -667,8 +667,6 @@ def _capacity_factor(name: str, value: Any) -> float | None:
 
 
 def _static_product(shape: Sequence[int | None]) -> int | None:
-    # A symbolic size (a dynamic batch under `jax.export` or `torch.export`)
-    # counts as unknown, as TensorFlow's `None` does.
-    if not all(isinstance(s, int) for s in shape):
+    if any(s is None for s in shape):
         return None
     return int(math.prod(shape))
