@@ -154,9 +154,8 @@ def _load_expectations(path: pathlib.Path) -> list[dict[str, Any]]:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     # Keras and the backend are imported by now. Frozen, their hundreds of
-    # thousands of long-lived objects are skipped by later collections, and
-    # the `gc.collect()` in each `clear_session()` drops from about 0.3 s to
-    # almost nothing.
+    # thousands of long-lived objects are skipped by the collector's later
+    # full passes.
     gc.freeze()
 
 

@@ -53,12 +53,15 @@ _LAST_CASE: list[str] = []
 @pytest.fixture(autouse=True)
 def _fresh_session(request):
     # clear_session is slow (about 0.25 s on TensorFlow); layer names are
-    # explicit, so one clear per case keeps tests independent enough.
+    # explicit, so one clear per case keeps tests independent enough. Its
+    # `gc.collect()` is skipped: the config_roundtrip, build and symbolic
+    # checks took 37 s instead of 49 s on JAX, 25 s instead of 33 s on torch
+    # (2 workers).
     keras.config.set_dtype_policy("float32")
     param = getattr(request.node, "callspec", None)
     case = param.params["case_check"].case.name if param else request.node.nodeid
     if [case] != _LAST_CASE:
-        keras.utils.clear_session()
+        keras.utils.clear_session(free_memory=False)
         _LAST_CASE[:] = [case]
     yield
 

@@ -68,14 +68,14 @@ def save(out: pathlib.Path, spec_dirs: list[str] | None) -> int:
 
     from keras_mtl_conformance import harness
 
-    gc.freeze()  # the backend's objects: each clear_session's collect skips them
+    gc.freeze()  # the backend's objects: the collector's full passes skip them
     backend = keras.backend.backend()
     count = 0
     for spec in spec_lib.discover(spec_dirs):
         for case in spec.cases:
             if "cross_backend" not in case.checks:
                 continue
-            keras.utils.clear_session()
+            keras.utils.clear_session(free_memory=False)
             model = harness.save_model(case, model_file(out, backend, case))
             # The weights as saved: a training call may update state (BN).
             weights = harness.weights_of(model)
