@@ -57,32 +57,18 @@ def model_for_export(entry: spec_lib.ExportCase) -> keras.Model:
     """The case's layer with its spec weights, in a functional model whose
     batch axis is `None` unless the entry fixes it, called once."""
     case = entry.case
-    layer = harness.ready_layer(case)
-    inputs = [
-        keras.Input(
-            shape=tuple(t["shape"][1:]),
-            batch_size=t["shape"][0] if entry.static_batch else None,
-            dtype=harness.input_dtype(t),
-            name=name,
-        )
-        for name, t in case.inputs.items()
-    ]
-    outputs = harness.call(layer, case, inputs)
-    model = keras.Model(harness.model_inputs(inputs), outputs)
+    model = harness.functional_model(
+        case, harness.ready_layer(case), static_batch=bool(entry.static_batch)
+    )
     harness.run_model(model, case)  # `model.export` needs a model called once
     return model
 
 
-def input_signature(entry: spec_lib.ExportCase) -> list[Any]:
-    """`model.export`'s signature: Keras makes the batch axis `None` unless a
-    signature fixes it."""
+def input_signature(model: keras.Model) -> list[Any]:
+    """`model.export`'s signature, the model's own inputs: without one, Keras
+    makes the batch axis `None` even where the model fixes it."""
     specs = [
-        keras.InputSpec(
-            shape=(t["shape"][0] if entry.static_batch else None, *t["shape"][1:]),
-            dtype=harness.input_dtype(t),
-            name=name,
-        )
-        for name, t in entry.case.inputs.items()
+        keras.InputSpec(shape=x.shape, dtype=x.dtype, name=x.name) for x in model.inputs
     ]
     return [specs] if len(specs) > 1 else specs
 
@@ -102,7 +88,7 @@ def run_exported(
         model.export(
             str(path),
             format="tf_saved_model",
-            input_signature=input_signature(entry),
+            input_signature=input_signature(model),
             verbose=False,
         )
         return _saved_model_server().run(path, arrays, tmp_path)
@@ -120,7 +106,7 @@ def _run_onnx(
     import onnxruntime
 
     model.export(
-        str(path), format="onnx", input_signature=input_signature(entry), verbose=False
+        str(path), format="onnx", input_signature=input_signature(model), verbose=False
     )
     session = onnxruntime.InferenceSession(
         str(path), providers=["CPUExecutionProvider"]

@@ -37,9 +37,18 @@ def input_dtype(tensor: dict[str, Any]) -> str:
     return tensor.get("dtype", "float32")
 
 
-def symbolic_inputs(case: spec_lib.Case) -> list[keras.KerasTensor]:
+def symbolic_inputs(
+    case: spec_lib.Case, static_batch: bool = False
+) -> list[keras.KerasTensor]:
+    """The case's inputs as `keras.Input`s; the batch axis is `None` unless
+    `static_batch` fixes it to the case's batch size."""
     return [
-        keras.Input(shape=tuple(t["shape"][1:]), dtype=input_dtype(t), name=k)
+        keras.Input(
+            shape=tuple(t["shape"][1:]),
+            batch_size=t["shape"][0] if static_batch else None,
+            dtype=input_dtype(t),
+            name=k,
+        )
         for k, t in case.inputs.items()
     ]
 
@@ -184,8 +193,10 @@ def to_numpy(x: Any) -> np.ndarray:
     )
 
 
-def functional_model(case: spec_lib.Case, layer: keras.layers.Layer) -> keras.Model:
-    inputs = symbolic_inputs(case)
+def functional_model(
+    case: spec_lib.Case, layer: keras.layers.Layer, static_batch: bool = False
+) -> keras.Model:
+    inputs = symbolic_inputs(case, static_batch)
     outputs = call(layer, case, inputs)
     return keras.Model(model_inputs(inputs), outputs)
 
