@@ -241,6 +241,12 @@ def train_ddp(out_dir: pathlib.Path) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
     if world != WORLD:
         raise SystemExit(f"needs {WORLD} processes, got {world}")
+    # Every rank writes into rank 0's folder, which rank 0 then compares
+    # (without --out each rank made its own temporary one). One machine, or
+    # a folder every machine sees.
+    shared = [str(out_dir)]
+    dist.broadcast_object_list(shared, src=0)
+    out_dir = pathlib.Path(shared[0])
     record = {}
     for config in CONFIGS:
         batches = data(config)
