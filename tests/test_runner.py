@@ -324,6 +324,32 @@ def test_matrix_gives_export_checks_a_column_per_environment():
     assert "| mlp | ✅ 1/1 | ❌ 1/1 failed |" in text
 
 
+def test_jax_jitted_checks_compile_with_the_fusion_emitters(monkeypatch):
+    # The noxfile turns XLA's CPU fusion emitters off for eager calls
+    # (`XLA_FLAGS`); the compiled and grad checks turn them back on.
+    keras = pytest.importorskip("keras")
+    if keras.backend.backend() != "jax":
+        pytest.skip("JAX compile options")
+    from keras_mtl_conformance.adapters import jax_adapter
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=/x")
+    assert jax_adapter.compiler_options() is None
+    monkeypatch.setenv(
+        "XLA_FLAGS", "--xla_dump_to=/x --xla_cpu_use_fusion_emitters=false"
+    )
+    assert jax_adapter.compiler_options() == {"xla_cpu_use_fusion_emitters": True}
+    jitted = []
+    real_jit = jax_adapter._jit
+    monkeypatch.setattr(
+        jax_adapter, "_jit", lambda fn: jitted.append(fn) or real_jit(fn)
+    )
+    value, grads = jax_adapter.value_and_gradients(
+        lambda x: (x * x).sum(), [np.ones(3, "float32")], compiled=True
+    )
+    assert (value, grads[0].tolist()) == (3.0, [2.0, 2.0, 2.0])
+    assert len(jitted) == 1
+
+
 def test_jax_jitted_checks_compile_with_every_optimization():
     # The noxfile disables most XLA optimizations for the eager calls; the
     # compiled and grad checks must still compile with them.
