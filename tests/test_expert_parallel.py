@@ -56,7 +56,9 @@ def test_eight_device_expert_parallel_matches_one_device():
         **os.environ,
         "KERAS_BACKEND": "jax",
         "JAX_PLATFORMS": "cpu",
-        "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
+        # The session's own flags (the noxfile's faster CPU compiles) too.
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
+        "--xla_force_host_platform_device_count=8",
         "PYTHONPATH": str(ROOT),
     }
     proc = subprocess.run(
