@@ -33,6 +33,13 @@ def free_ports(count: int) -> list[int]:
     return ports
 
 
+def xla_cpu_devices(count: int) -> str:
+    """`XLA_FLAGS` for a child JAX process with `count` simulated CPU devices,
+    keeping this session's own flags (the noxfile's faster CPU compiles)."""
+    own = os.environ.get("XLA_FLAGS", "")
+    return f"{own} --xla_force_host_platform_device_count={count}".strip()
+
+
 @dataclasses.dataclass
 class Process:
     """One process to start: a name for messages, its arguments (after

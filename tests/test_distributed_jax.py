@@ -3,7 +3,6 @@ parallel (`examples/multi_process_jax.py`) against one device."""
 
 from __future__ import annotations
 
-import os
 import re
 
 from tests import _processes
@@ -20,13 +19,6 @@ QUANTITIES = {
     "grads (relative)": 1e-3,
     "weight updates (relative)": 1e-3,
 }
-
-
-def _xla_flags(devices: int) -> str:
-    # The session's own flags (the noxfile's faster CPU compiles) plus the
-    # simulated devices.
-    own = os.environ.get("XLA_FLAGS", "")
-    return f"{own} --xla_force_host_platform_device_count={devices}".strip()
 
 
 @only("jax")
@@ -48,13 +40,13 @@ def test_two_processes_match_one_device(tmp_path):
         "--timeout",
         "240",
     ]
-    four = {**env, "XLA_FLAGS": _xla_flags(4)}
+    four = {**env, "XLA_FLAGS": _processes.xla_cpu_devices(4)}
     finished = _processes.run(
         [
             _processes.Process(
                 "reference (1 device)",
                 [SCRIPT, "--write-reference", reference],
-                {**env, "XLA_FLAGS": _xla_flags(1)},
+                {**env, "XLA_FLAGS": _processes.xla_cpu_devices(1)},
             ),
             *(
                 _processes.Process(

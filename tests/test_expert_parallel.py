@@ -13,6 +13,7 @@ import pytest
 from keras_mtl.distribution import expert_parallel_layout_map
 from keras_mtl.layers import HierarchicalMoE
 from keras_mtl.layers import SparseMoE
+from tests._processes import xla_cpu_devices
 from tests.conftest import only
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -56,9 +57,7 @@ def test_eight_device_expert_parallel_matches_one_device():
         **os.environ,
         "KERAS_BACKEND": "jax",
         "JAX_PLATFORMS": "cpu",
-        # The session's own flags (the noxfile's faster CPU compiles) too.
-        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "
-        "--xla_force_host_platform_device_count=8",
+        "XLA_FLAGS": xla_cpu_devices(8),
         "PYTHONPATH": str(ROOT),
     }
     proc = subprocess.run(
