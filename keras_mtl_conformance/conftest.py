@@ -9,19 +9,21 @@ environment must be set before a backend is imported.
 from __future__ import annotations
 
 import gc
+import importlib.metadata
 import json
 import os
 import pathlib
 import platform
 import re
+import sys
 import time
 from typing import Any
 
 import pytest
-import yaml
 
 from keras_mtl_conformance import precision
 from keras_mtl_conformance import report
+from keras_mtl_conformance import spec as spec_lib
 from keras_mtl_conformance import xdist_status
 from keras_mtl_conformance.run_state import STATE as _STATE
 
@@ -137,7 +139,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def _load_expectations(path: pathlib.Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    entries = yaml.safe_load(path.read_text()) or []
+    entries = spec_lib.safe_load(path.read_text()) or []
     if not isinstance(entries, list):
         raise pytest.UsageError(f"{path}: expected a list of entries")
     for i, entry in enumerate(entries):
@@ -228,8 +230,6 @@ def _is_xdist_worker(config: pytest.Config) -> bool:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not _RESULTS or _is_xdist_worker(session.config):
         return
-    import keras
-
     # From the results, not from collection: under xdist only the workers
     # collect.
     unused = [
@@ -243,8 +243,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         "backend": _STATE["backend"],
         "device": _STATE["device"],
         "device_name": _STATE.get("device_name", platform.processor() or "cpu"),
-        "keras": keras.__version__,
-        "backend_version": _backend_version(_STATE["backend"]),
+        "keras": _version("keras"),
+        "backend_version": _version(_STATE["backend"]),
         "python": platform.python_version(),
         "seconds": round(time.time() - _STATE["started"], 1),
         "unused_expectations": [e["match"] for e in unused],
@@ -259,12 +259,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _STATE["summary"] = report.summary_lines(env, results)
 
 
-def _backend_version(backend: str) -> str:
-    module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
-    try:
-        return __import__(module).__version__
-    except Exception:  # noqa: BLE001 - informational only
-        return "unknown"
+def _version(module: str) -> str:
+    """The version of an importable package, without importing it where it is
+    not imported yet: under pytest-xdist the controller runs no check, and
+    importing Keras and its backend there took 6 s at the end of every run."""
+    if module in sys.modules:
+        return str(getattr(sys.modules[module], "__version__", "unknown"))
+    # The distribution may be named otherwise (`tensorflow-cpu`).
+    for dist in importlib.metadata.packages_distributions().get(module, []):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

@@ -287,7 +287,7 @@ def read(spec: spec_lib.LayerSpec) -> dict[str, Any]:
     path = spec.golden_path
     if not path.exists():
         raise spec_lib.SpecError(path, f"goldens are missing: {regenerate_hint(spec)}")
-    return yaml.safe_load(path.read_text())
+    return spec_lib.safe_load(path.read_text())
 
 
 def stale_reason(spec: spec_lib.LayerSpec, golden: dict[str, Any]) -> str | None:

@@ -1,8 +1,8 @@
 """Loading, validating and materializing layer specs (no Keras import here).
 
 A spec is `specs/<layer>/spec.yaml`; its generated goldens live beside it in
-`golden.yaml`. Both are read with `yaml.safe_load`. Every error raised here is
-a `SpecError` naming the file, the case and the field.
+`golden.yaml`. Both are read with `safe_load` (PyYAML's safe loader). Every
+error raised here is a `SpecError` naming the file, the case and the field.
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ import numpy as np
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# PyYAML's safe loader with its C parser (libyaml) where PyYAML was built with
+# it: the same documents and the same plain types as `yaml.safe_load`, about
+# 6x faster. Every process that collects the suite reads all 36 specs (1.2 s
+# in Python), and the goldens are 0.8 MB.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # A clone's own specs; once installed (no `specs/` beside the package), the
 # `specs/` folder of the current directory.
 DEFAULT_SPEC_DIR = (
@@ -296,11 +301,16 @@ def _looks_numeric(text: str) -> bool:
     return True
 
 
+def safe_load(text: str) -> Any:
+    """`yaml.safe_load`, with libyaml's parser where it is available."""
+    return yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 (a safe loader)
+
+
 def load_spec(path: pathlib.Path | str) -> LayerSpec:
     """Loads and validates one `spec.yaml`."""
     path = pathlib.Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise SpecError(path, f"invalid YAML: {err}") from err
     if not isinstance(raw, dict):

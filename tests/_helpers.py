@@ -14,6 +14,13 @@ import pytest
 
 from keras_mtl_conformance import adapters
 
+BACKEND = keras.backend.backend()
+
+
+def only(backend: str) -> pytest.MarkDecorator:
+    """Skips the test unless Keras runs on `backend`."""
+    return pytest.mark.skipif(backend != BACKEND, reason=f"{backend}-only test")
+
 
 def to_numpy(x: Any) -> np.ndarray:
     """A backend tensor (or variable, or NumPy value) as a NumPy array."""

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import gc
 
-import keras
 import pytest
 
-from keras_mtl_conformance import precision
 from keras_mtl_conformance import xdist_status
 
-BACKEND = keras.backend.backend()
-# Tests compare numeric paths (dispatchers, compiled and eager calls): on a GPU
-# they need full float32 matmuls, as the conformance runner pins them.
-precision.pin_float32_matmuls(BACKEND)
+# Keras (and with it the backend) is imported by the test modules and the
+# fixtures, never here at module level: under pytest-xdist the controller
+# loads this file too, runs no test, and its import (5.5 s for TensorFlow)
+# would delay every worker's start. `BACKEND` and `only` live in
+# `tests/_helpers.py`.
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -23,8 +22,21 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.freeze()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _float32_matmuls():
+    # Tests compare numeric paths (dispatchers, compiled and eager calls): on a
+    # GPU they need full float32 matmuls, as the conformance runner pins them.
+    import keras
+
+    from keras_mtl_conformance import precision
+
+    precision.pin_float32_matmuls(keras.backend.backend())
+
+
 @pytest.fixture(autouse=True)
 def _fresh_session():
+    import keras
+
     keras.config.set_dtype_policy("float32")
     # No `gc.collect()` per test: with the objects tests leave behind
     # (compiled functions, traced graphs) it took over a third of the time;
@@ -33,10 +45,6 @@ def _fresh_session():
     # still frees cycles.
     keras.utils.clear_session(free_memory=False)
     yield
-
-
-def only(backend: str):
-    return pytest.mark.skipif(backend != BACKEND, reason=f"{backend}-only test")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -11,8 +11,8 @@ import pytest
 
 from bench import __main__ as bench_main
 from bench import moe_gpu
-from tests.conftest import BACKEND
-from tests.conftest import only
+from tests._helpers import BACKEND
+from tests._helpers import only
 
 jax_or_torch = pytest.mark.skipif(
     BACKEND not in moe_gpu.BACKENDS, reason="the GPU bench covers JAX and torch"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from tests import _processes
-from tests.conftest import only
+from tests._helpers import only
 
 SCRIPT = "examples/multi_process_jax.py"
 CONFIGS = ("data_parallel", "expert_parallel")

@@ -10,7 +10,7 @@ import pathlib
 import numpy as np
 
 from tests import _processes
-from tests.conftest import only
+from tests._helpers import only
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "multi_worker_tensorflow.py"

@@ -17,11 +17,11 @@ import keras
 import numpy as np
 import pytest
 
+from tests._helpers import only
 from tests._processes import Process
 from tests._processes import check
 from tests._processes import free_ports
 from tests._processes import run
-from tests.conftest import only
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "ddp_torch.py"

@@ -13,8 +13,8 @@ import pytest
 from keras_mtl.distribution import expert_parallel_layout_map
 from keras_mtl.layers import HierarchicalMoE
 from keras_mtl.layers import SparseMoE
+from tests._helpers import only
 from tests._processes import xla_cpu_devices
-from tests.conftest import only
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

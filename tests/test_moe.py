@@ -18,11 +18,11 @@ from keras import ops
 from keras_mtl import routing
 from keras_mtl.layers import HierarchicalMoE
 from keras_mtl.layers import SparseMoE
+from tests._helpers import BACKEND
 from tests._helpers import config_round_trip
 from tests._helpers import gradients
 from tests._helpers import to_numpy
 from tests._helpers import value_and_gradients
-from tests.conftest import BACKEND
 
 
 def _x(shape, seed=0):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from keras_mtl_conformance import random_cross
-from tests.conftest import BACKEND
+from tests._helpers import BACKEND
 
 # Runs once (in the TensorFlow session); the other backends run in
 # subprocesses.

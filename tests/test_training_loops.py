@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from keras_mtl import layers
-from tests.conftest import only
+from tests._helpers import only
 
 
 def _data(n=64, d=6):
