@@ -6,6 +6,7 @@ import pathlib
 import textwrap
 
 import pytest
+import yaml
 
 from keras_mtl_conformance import goldens
 from keras_mtl_conformance import spec as spec_lib
@@ -199,3 +200,16 @@ def test_bad_export_entries_name_the_field(tmp_path, entry, match):
     text = GOOD.replace("cases:\n", f"export:\n  {entry}\ncases:\n") + case
     with pytest.raises(spec_lib.SpecError, match=f"field 'export'.*{match}|{match}"):
         spec_lib.load_spec(_write(tmp_path, text))
+
+
+def test_the_fast_loader_reads_what_yaml_safe_load_reads_and_nothing_unsafe():
+    # libyaml's parser where PyYAML has it: the same values, the same refusal
+    # of Python object tags.
+    spec = spec_lib.find("sparse_moe")
+    for path in (spec.path, spec.golden_path):
+        text = path.read_text()
+        assert spec_lib.safe_load(text) == yaml.safe_load(text)
+    with pytest.raises(yaml.YAMLError, match="python/object"):
+        spec_lib.safe_load("!!python/object/apply:os.system ['true']")
+    with pytest.raises(yaml.YAMLError):
+        spec_lib.safe_load("a: [1, 2")
