@@ -149,7 +149,9 @@ def first_max_one_hot(x: Any, dtype: str) -> Any:
     of zeros with a `BitCast`, which onnxruntime cannot run. A row holding
     NaN gives zeros.
     """
-    is_max = ops.greater_equal(x, ops.max(x, axis=-1, keepdims=True))
+    # `amax`, not `max`: Keras's torch `max` tests for a `.values` field,
+    # which breaks a torch.compile graph.
+    is_max = ops.greater_equal(x, ops.amax(x, axis=-1, keepdims=True))
     count = ops.cumsum(ops.cast(is_max, "int32"), axis=-1)
     return ops.cast(ops.logical_and(is_max, ops.equal(count, 1)), dtype)
 

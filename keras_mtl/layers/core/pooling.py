@@ -113,4 +113,5 @@ class MaxPooling(_ListPooling):
             # An empty output (e.g. batch 0): Keras's `max` refuses empty
             # tensors on TensorFlow (eager) and torch, whatever the axis.
             return stacked[0]
-        return ops.max(stacked, axis=0)
+        # `amax` as in `numerics.first_max_one_hot`: no torch.compile break.
+        return ops.amax(stacked, axis=0)

@@ -354,6 +354,13 @@ class NASSelectionLayer(_SegmentMask):
             self.mask_arrays = self._check_masks(masks, generated)
             masks = [m.astype(int).tolist() for m in self.mask_arrays]
         self.masks = masks
+        # The masks again as nested tuples, which `mask_weights` converts:
+        # Keras's torch conversion of a NumPy array reads its dtype, which
+        # breaks a torch.compile graph; Python numbers do not.
+        self._mask_values = tuple(
+            tuple(tuple(row) for row in m.astype("float32").tolist())
+            for m in self.mask_arrays
+        )
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     @property
@@ -419,7 +426,7 @@ class NASSelectionLayer(_SegmentMask):
     def mask_weights(self, training: bool | None = None) -> Any:
         """The float32 mask `concat_f(sum_c w_c M_f[c])` `[total_width]`."""
         parts = []
-        for w, m in zip(self.choice_weights(training), self.mask_arrays, strict=True):
+        for w, m in zip(self.choice_weights(training), self._mask_values, strict=True):
             mask = ops.convert_to_tensor(m, dtype="float32")
             parts.append(ops.sum(ops.expand_dims(w, -1) * mask, axis=0))
         return _concat(parts, axis=0)
