@@ -99,14 +99,24 @@ def masked_softmax(logits: Any, mask: Any | None = None, axis: int = -1) -> Any:
     gives all zeros (not NaN).
     """
     if mask is None:
-        return ops.softmax(logits, axis=axis)
+        return _softmax(logits, axis)
     mask = ops.cast(mask, "bool")
     dtype = keras.backend.standardize_dtype(logits.dtype)
     # -1e9 overflows float16; -3e4 is still exp-negligible there.
     very_negative = ops.cast(-3e4 if dtype == "float16" else -1e9, dtype)
     masked_logits = ops.where(mask, logits, very_negative)
-    probs = ops.softmax(masked_logits, axis=axis)
+    probs = _softmax(masked_logits, axis)
     return ops.where(mask, probs, ops.zeros_like(probs))
+
+
+def _softmax(x: Any, axis: int) -> Any:
+    """`ops.softmax`, except over an axis of static size 1 (a length-one
+    sequence), where Keras warns on every call (under torch.compile the
+    warning is a graph break). There the softmax is `exp(x - x)`: 1, and NaN
+    where `x` is NaN or infinite, as `ops.softmax` gives."""
+    if x.shape[axis] == 1:
+        return ops.exp(ops.subtract(x, x))
+    return ops.softmax(x, axis=axis)
 
 
 def fill_like(x: Any, value: float) -> Any:

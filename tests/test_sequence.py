@@ -471,6 +471,27 @@ def test_numeric_masks_are_real_where_at_least_one(name):
     np.testing.assert_array_equal(to_numpy(layer([q, k], mask=numeric)), want)
 
 
+def test_masked_softmax_over_one_step_is_softmax_and_warns_nothing():
+    # Keras's softmax warns on every call over an axis of size 1 (a
+    # length-one sequence); masked_softmax gives the same values silently.
+    import warnings
+
+    from keras_mtl import numerics
+
+    x = np.array([[0.3], [np.nan], [np.inf], [-np.inf]], "float32")
+    logits = ops.convert_to_tensor(x)
+    mask = np.array([[True], [True], [True], [False]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plain = numerics.masked_softmax(logits)
+        masked = numerics.masked_softmax(logits, mask)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = to_numpy(ops.softmax(logits, axis=-1))
+    np.testing.assert_array_equal(to_numpy(plain), want)  # 1, then NaN
+    np.testing.assert_array_equal(to_numpy(masked), np.where(mask, want, 0.0))
+
+
 @pytest.mark.parametrize("helper", ["static", "dynamic"])
 def test_rnn_helper_numeric_masks_are_real_where_at_least_one(helper):
     run = (

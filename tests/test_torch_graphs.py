@@ -2,11 +2,12 @@
 
 A break splits a compiled call into several graphs, each compiled, cached
 and launched on its own with Python in between: slower to compile and to run.
-Two Keras torch ops break a graph where an equivalent does not: `ops.max`
-(it tests its result for a `.values` field; `ops.amax` does not) and
+Some Keras torch ops break a graph where an equivalent does not: `ops.max`
+(it tests its result for a `.values` field; `ops.amax` does not),
 `ops.convert_to_tensor` of a NumPy array (it reads the array's dtype; nested
-Python numbers trace). `test_training_loops` holds the same check for MMoE
-inside a `torch.nn.Module`.
+Python numbers trace) and `ops.softmax` over an axis of size 1 (it warns).
+`test_training_loops` holds the same check for MMoE inside a
+`torch.nn.Module`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ ONE_GRAPH = [
     # Inference: the first-maximum one-hot, then the masks.
     "nas_selection/manual_left",
     "mixed_nas/leading_zero_soft",
+    # A length-one sequence: Keras's softmax warns over an axis of size 1.
+    "dmr_u2i/paper_tanh_batch_one_length_one",
 ]
 
 
