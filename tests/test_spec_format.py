@@ -169,6 +169,22 @@ def test_golden_check_detects_an_edited_value(tmp_path):
     assert "differ" in goldens.check(spec)
 
 
+def test_golden_check_allows_finite_difference_noise_in_gradients_only():
+    # Another CPU's BLAS moves a central difference by ~1e-9; outputs repeat.
+    def case(output, grad):
+        return {
+            "c": {"forward": {"outputs": [output]}, "grad": {"weights": {"k": grad}}}
+        }
+
+    stored = case([1.0, 2.0], [3.0])
+    excess = goldens._max_diff(case([1.0, 2.0], [3.0 + 2e-8]), stored)[0]
+    assert excess < 1
+    excess, _, where = goldens._max_diff(case([1.0, 2.0], [3.0 + 4e-6]), stored)
+    assert excess > 1 and where == "/c/grad/weights/k"
+    excess, _, where = goldens._max_diff(case([1.0, 2.0 + 2e-8], [3.0]), stored)
+    assert excess > 1 and where == "/c/forward/outputs"
+
+
 def test_a_tolerance_override_may_give_only_rtol(tmp_path):
     text = GOOD.replace(
         "config: {}",
