@@ -701,6 +701,31 @@ def test_every_argument_round_trips():
     config_round_trip(layers.Activation("PReLU"))
 
 
+@pytest.mark.backend_independent
+def test_batch_norm_weights_keep_the_paths_of_keras_batch_norm(tmp_path):
+    # A `.keras` file stores the layers of a list under their class names
+    # (`batch_norms/batch_normalization`), so the MLP's own
+    # `BatchNormalization` keeps Keras's name: files saved when the MLP used
+    # `keras.layers.BatchNormalization` load, and the other way round.
+    import h5py
+
+    mlp = layers.MLP([3, 2, 1], enable_batch_normalization=True)
+    model = keras.Sequential([keras.Input((4,)), mlp])
+    assert all(
+        isinstance(bn, keras.layers.BatchNormalization) for bn in mlp.batch_norms
+    )
+    path = tmp_path / "mlp.weights.h5"
+    model.save_weights(path)
+    with h5py.File(path) as f:
+        stored = []
+        f.visit(lambda name: stored.append(name) if name.endswith("vars") else None)
+    assert [n for n in stored if "batch" in n] == [
+        "layers/mlp/batch_norm_in/vars",
+        "layers/mlp/batch_norms/batch_normalization/vars",
+        "layers/mlp/batch_norms/batch_normalization_1/vars",
+    ]
+
+
 def test_model_save_load_round_trip(tmp_path):
     inputs = keras.Input((6,))
     x = layers.MLP(

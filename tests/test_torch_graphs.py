@@ -6,6 +6,8 @@ Some Keras torch ops break a graph where an equivalent does not: `ops.max`
 (it tests its result for a `.values` field; `ops.amax` does not),
 `ops.convert_to_tensor` of a NumPy array (it reads the array's dtype; nested
 Python numbers trace) and `ops.softmax` over an axis of size 1 (it warns).
+Keras's `BatchNormalization` broke in training (its reduction axes are a
+tracked list; `keras_mtl.layers.core.batch_norm` holds them in a tuple).
 `test_training_loops` holds the same check for MMoE inside a
 `torch.nn.Module`.
 """
@@ -28,6 +30,8 @@ ONE_GRAPH = [
     "mixed_nas/leading_zero_soft",
     # A length-one sequence: Keras's softmax warns over an axis of size 1.
     "dmr_u2i/paper_tanh_batch_one_length_one",
+    # Per-expert batch norm in training: batch statistics, moving averages.
+    "mmoe/stacked_batch_norm_training",
 ]
 
 

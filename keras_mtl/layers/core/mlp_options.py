@@ -16,6 +16,7 @@ from typing import Any
 import keras
 
 from keras_mtl import validation
+from keras_mtl.layers.core.batch_norm import BatchNormalization
 
 # The options of the dense layers (every layer that builds MLPs takes these).
 DENSE_OPTIONS = (
@@ -79,13 +80,11 @@ class MLPOptions:
             "kernel_norm_trainable": self.use_learnable_weight_norm,
         }
 
-    def batch_norm(
-        self, name: str, dtype: Any
-    ) -> keras.layers.BatchNormalization | None:
+    def batch_norm(self, name: str, dtype: Any) -> BatchNormalization | None:
         """A batch-normalization layer, or None when it is disabled."""
         if not self.enable_batch_normalization:
             return None
-        return keras.layers.BatchNormalization(
+        return BatchNormalization(
             momentum=self.batch_normalization_momentum,
             renorm=self.batch_normalization_renorm,
             renorm_clipping=self.batch_normalization_renorm_clipping,
