@@ -6,6 +6,7 @@ import gc
 
 import pytest
 
+from keras_mtl_conformance import scheduling
 from keras_mtl_conformance import xdist_status
 
 # Keras (and with it the backend) is imported by the test modules and the
@@ -13,6 +14,23 @@ from keras_mtl_conformance import xdist_status
 # loads this file too, runs no test, and its import (5.5 s for TensorFlow)
 # would delay every worker's start. `BACKEND` and `only` live in
 # `tests/_helpers.py`.
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    scheduling.one_at_a_time(config)
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    # The tests marked `long(seconds)` first, the longest first, so that
+    # pytest-xdist's workers end together.
+    scheduling.longest_first(items, _seconds_first)
+
+
+def _seconds_first(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("long")
+    return -float(marker.args[0]) if marker else 0.0
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

@@ -38,6 +38,7 @@ def _inputs(runner: moe_gpu.Runner, size: moe_gpu.Size) -> tuple[dict, object]:
 
 
 @jax_or_torch
+@pytest.mark.long(15)
 def test_small_run_times_every_variant_and_the_reference(capsys):
     # Eager torch only: torch.compile takes minutes for the eight layer
     # variants on two CPU cores (its reference is checked below).
@@ -80,6 +81,7 @@ def test_reference_matches_the_bias_free_dropless_layer():
 
 
 @only("torch")
+@pytest.mark.long(50)
 def test_torch_compiled_reference_matches_eager():
     # float32: `torch._grouped_mm` stays outside the compiled graph.
     size = moe_gpu.SMALL

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests import _processes
 from tests._helpers import only
 
@@ -22,6 +24,7 @@ QUANTITIES = {
 
 
 @only("jax")
+@pytest.mark.long(50)
 def test_two_processes_match_one_device(tmp_path):
     """A reference process with one device and two processes with 4 CPU
     devices each (one 8-device runtime) run side by side; each of the two

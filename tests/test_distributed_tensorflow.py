@@ -8,6 +8,7 @@ import json
 import pathlib
 
 import numpy as np
+import pytest
 
 from tests import _processes
 from tests._helpers import only
@@ -29,6 +30,7 @@ def _first_different_step(example, single: dict, worker: dict) -> str:
 
 
 @only("tensorflow")
+@pytest.mark.long(25)
 def test_two_workers_match_one_worker(tmp_path, monkeypatch):
     ports = _processes.free_ports(WORKERS)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}

@@ -50,6 +50,7 @@ def _rank_env(rank: int, world: int, port: int) -> dict[str, str]:
 
 
 @only("torch")
+@pytest.mark.long(65)
 def test_ddp_two_ranks_match_one_process_and_save_a_loadable_model(tmp_path):
     example = _example()
     (port,) = free_ports(1)

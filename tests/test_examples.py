@@ -30,6 +30,7 @@ def _run_example(script: str, *args, backend: str | None = None) -> str:
     return result.stdout
 
 
+@pytest.mark.long(30)
 def test_mmoe_synthetic_quick():
     # The example is backend-neutral Keras code. It runs under torch, where it
     # takes seconds; under JAX and TF its XLA compiles take minutes of CI. The
@@ -56,6 +57,7 @@ def test_mmoe_synthetic_quick():
     ]
 
 
+@pytest.mark.long(35)
 def test_cross_backend_training_is_one_run():
     """From the same weights, 20 MMoE Adam steps agree on all three backends.
 
@@ -119,6 +121,7 @@ def test_seed_sweep_trains_like_keras(monkeypatch):
             )
 
 
+@pytest.mark.long(20)
 def test_seed_sweep_quick_and_its_saved_report(tmp_path):
     if keras.backend.backend() != "jax":
         pytest.skip("the seed sweep trains with jax.vmap")

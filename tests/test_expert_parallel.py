@@ -52,6 +52,7 @@ def test_layout_map_unknown_axis():
 
 
 @only("jax")
+@pytest.mark.long(15)
 def test_eight_device_expert_parallel_matches_one_device():
     env = {
         **os.environ,

@@ -407,6 +407,7 @@ def test_masking_layer_mask_is_used():
 
 
 @pytest.mark.parametrize("policy", ["all", "none", "threshold", "random"])
+@pytest.mark.long(15)
 def test_hierarchical_dispatchers_agree(policy):
     x = _x((4, 12, 8))
     mask = np.ones((4, 12), bool)
@@ -598,6 +599,7 @@ def _loss_and_grads(layer, x):
 
 
 @pytest.mark.parametrize("cls", ["sparse", "sparse_grouped_dropless", "hierarchical"])
+@pytest.mark.long(30)
 def test_compiled_forward_and_backward(cls):
     x = _x((32, 6), seed=12)
     if cls == "sparse":

@@ -29,6 +29,7 @@ def made(tmp_path_factory):
 
 
 @pytest.mark.parametrize("other", ["tensorflow", "jax", "torch"])
+@pytest.mark.long(25)
 def test_other_backends_reproduce_the_outputs(made, other):
     if other == BACKEND:
         pytest.skip("the maker itself")

@@ -69,6 +69,7 @@ def test_runner_passes_on_intact_goldens(tmp_path):
     assert "add_bias" in (tmp_path / "report" / "matrix.md").read_text()
 
 
+@pytest.mark.long(30)
 def test_parallel_workers_report_every_result(tmp_path):
     # Under pytest-xdist the workers run the checks and the controller writes
     # results.json: nothing may be lost on the way.
@@ -88,6 +89,7 @@ def test_parallel_workers_report_every_result(tmp_path):
     assert "add_bias" in (tmp_path / "report" / "matrix.md").read_text()
 
 
+@pytest.mark.long(20)
 def test_keras_file_checks_save_what_cross_backend_loads(tmp_path):
     # nox keeps the keras_file checks' files instead of a separate save pass:
     # they must hold what `keras_mtl_conformance.xbackend save` writes, and load.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import pytest
 
 from keras_mtl import layers
 from tests._helpers import only
@@ -41,6 +42,7 @@ def test_model_fit_reduces_the_loss():
     assert model.evaluate(x, y, verbose=0) < 0.5 * first
 
 
+@pytest.mark.long(50)
 def test_model_fit_jit_compiled():
     x, y = _data()
     model = _tower()
