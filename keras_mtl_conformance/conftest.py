@@ -23,7 +23,6 @@ import pytest
 
 from keras_mtl_conformance import precision
 from keras_mtl_conformance import report
-from keras_mtl_conformance import scheduling
 from keras_mtl_conformance import spec as spec_lib
 from keras_mtl_conformance import xdist_status
 from keras_mtl_conformance.run_state import STATE as _STATE
@@ -114,7 +113,6 @@ def _configure_device(device: str) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    scheduling.one_at_a_time(config)
     device = config.getoption("--device")
     _configure_device(device)
     backend = backend_name()
@@ -178,20 +176,6 @@ def pytest_collection_modifyitems(
                     item.add_marker(
                         pytest.mark.xfail(reason=entry["reason"], strict=True)
                     )
-    scheduling.longest_first(items, _check_rank)
-
-
-# Seconds per check, mean over a CPU run with 2 workers: `compiled` 13 on
-# torch (Inductor compiles C++), 0.6 on TensorFlow; `export` about 1 on every
-# backend; `grad` 0.7 on JAX; every other check 0.5 or less.
-_LONG_CHECKS = ("compiled", "export", "grad")
-
-
-def _check_rank(item: pytest.Item) -> int:
-    callspec = getattr(item, "callspec", None)
-    param = callspec.params.get("case_check") if callspec else None
-    check = getattr(param, "check", None)
-    return _LONG_CHECKS.index(check) if check in _LONG_CHECKS else len(_LONG_CHECKS)
 
 
 _RESULT_KEY = "keras_mtl_result"

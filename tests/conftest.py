@@ -6,7 +6,6 @@ import gc
 
 import pytest
 
-from keras_mtl_conformance import scheduling
 from keras_mtl_conformance import xdist_status
 
 # Keras (and with it the backend) is imported by the test modules and the
@@ -17,18 +16,26 @@ from keras_mtl_conformance import xdist_status
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    scheduling.one_at_a_time(config)
+    # pytest-xdist's `load` scheduler hands each worker a first chunk of a
+    # quarter of its share of the tests, in collection order: the few long
+    # tests (a compiled DIEN training step takes two minutes on torch, most
+    # tests under a second) landed on one worker, or ended the run on one.
+    # One test at a time (unless `--maxschedchunk` is given), the long ones
+    # first (`pytest_collection_modifyitems`), the workers end together.
+    # The option exists only with pytest-xdist installed; None: not given.
+    if getattr(config.option, "maxschedchunk", 0) is None:
+        config.option.maxschedchunk = 1
 
 
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
-    # The tests marked `long(seconds)` first, the longest first, so that
-    # pytest-xdist's workers end together.
-    scheduling.longest_first(items, _seconds_first)
+    # The tests marked `long(seconds)` first, the longest first; the others
+    # in collection order.
+    items.sort(key=long_seconds_first)
 
 
-def _seconds_first(item: pytest.Item) -> float:
+def long_seconds_first(item: pytest.Item) -> float:
     marker = item.get_closest_marker("long")
     return -float(marker.args[0]) if marker else 0.0
 
