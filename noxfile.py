@@ -136,12 +136,18 @@ BENCH_MALLOC = (
 )
 
 
-def _fast_compile(session: nox.Session) -> dict[str, str]:
+def _fast_compile(session: nox.Session, python: str = "python") -> dict[str, str]:
     """`JAX_FAST_COMPILE`, plus `FUSION_EMITTERS_OFF` in `XLA_FLAGS` where the
-    session's JAX accepts it (no JAX: not set)."""
+    JAX of `python` (the session's own by default) accepts it (no JAX: not
+    set)."""
     flags = f"{os.environ.get('XLA_FLAGS', '')} {FUSION_EMITTERS_OFF}".strip()
     probe = session.run(
-        "python", "-c", _PROBE, env={"XLA_FLAGS": flags, **CPU_ENV}, silent=True
+        python,
+        "-c",
+        _PROBE,
+        env={"XLA_FLAGS": flags, **CPU_ENV},
+        silent=True,
+        external=python != "python",
     )
     if isinstance(probe, str) and "flag-ok" in probe:
         return {**JAX_FAST_COMPILE, "XLA_FLAGS": flags}
@@ -154,10 +160,19 @@ def _env(backend: str, fast: dict[str, str]) -> dict[str, str]:
     return {**CPU_ENV, **JAX_CACHE, **fast, "KERAS_BACKEND": backend}
 
 
-def _pytest(session: nox.Session, *args: str, env: dict[str, str]) -> None:
+def _pytest(
+    session: nox.Session, *args: str, env: dict[str, str], python: str = "python"
+) -> None:
     session.run(
-        "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, env=env
-    )
+        python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, env=env,
+        external=python != "python",
+    )  # fmt: skip
+
+
+def _python_record(session: nox.Session, backend: str) -> pathlib.Path:
+    """Where `conformance(backend)` notes its interpreter for `cross_backend`
+    (nox's cache folder, shared by the sessions)."""
+    return session.cache_dir / f"conformance-{backend}-python"
 
 
 @nox.session(tags=["conformance"])
@@ -180,6 +195,9 @@ def conformance(session: nox.Session, backend: str) -> None:
         # which loads them on every backend; stale files of an earlier run go.
         shutil.rmtree(CROSS_DIR / backend, ignore_errors=True)
         keep = (f"--save-keras-dir={CROSS_DIR}",)
+        _python_record(session, backend).write_text(
+            str(pathlib.Path(session.bin) / "python")
+        )
     _pytest(
         session,
         "keras_mtl_conformance",
@@ -197,13 +215,20 @@ def conformance(session: nox.Session, backend: str) -> None:
 
 @nox.session(
     tags=["conformance"],
+    venv_backend="none",
     requires=[f"conformance({b})" for b in BACKENDS],
 )
 def cross_backend(session: nox.Session) -> None:
     """Load the `.keras` files each backend's run saved on every backend (3x3)."""
-    _install(session, "all")
-    fast = _fast_compile(session)
+    # Each backend loads in its own conformance environment, which holds only
+    # that backend (as a user who saved on another backend may have it), and
+    # no environment with all three is installed for it (about 20 s).
     for backend in BACKENDS:
+        record = _python_record(session, backend)
+        if not record.exists():
+            session.error(f"no {record}: run `nox -s 'conformance({backend})'` first")
+        python = record.read_text()
+        fast = _fast_compile(session, python) if backend == "jax" else {}
         _pytest(
             session,
             "keras_mtl_conformance",
@@ -214,6 +239,7 @@ def cross_backend(session: nox.Session) -> None:
             f"--report-dir={REPORTS}/xload-{backend}-cpu",
             *session.posargs,
             env=_env(backend, fast),
+            python=python,
         )
 
 
