@@ -181,6 +181,12 @@ def conformance(session: nox.Session, backend: str) -> None:
     """The conformance suite on one backend (CPU unless `-- --device gpu`)."""
     # The exporters of the `export` check come with `export-<backend>`.
     _install(session, f"{backend},export-{backend}")
+    # cross_backend loads on this backend in this environment.
+    try:
+        python = str(pathlib.Path(session.bin) / "python")
+    except ValueError:  # no virtual environment (`nox --no-venv`)
+        python = shutil.which("python") or sys.executable
+    _python_record(session, backend).write_text(python)
     device = "gpu" if "gpu" in session.posargs else "cpu"
     fast = _fast_compile(session) if device == "cpu" and backend == "jax" else {}
     env = _env(backend, fast)
@@ -195,9 +201,6 @@ def conformance(session: nox.Session, backend: str) -> None:
         # which loads them on every backend; stale files of an earlier run go.
         shutil.rmtree(CROSS_DIR / backend, ignore_errors=True)
         keep = (f"--save-keras-dir={CROSS_DIR}",)
-        _python_record(session, backend).write_text(
-            str(pathlib.Path(session.bin) / "python")
-        )
     _pytest(
         session,
         "keras_mtl_conformance",
