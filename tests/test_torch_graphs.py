@@ -7,7 +7,9 @@ Some Keras torch ops break a graph where an equivalent does not: `ops.max`
 `ops.convert_to_tensor` of a NumPy array (it reads the array's dtype; nested
 Python numbers trace) and `ops.softmax` over an axis of size 1 (it warns).
 Keras's `BatchNormalization` broke in training (its reduction axes are a
-tracked list; `keras_mtl.layers.core.batch_norm` holds them in a tuple).
+tracked list; `keras_mtl.layers.core.batch_norm` holds them in a tuple), and
+Keras's torch `GRU` on a masked sequence (DIEN's extractor runs the same
+recurrence as one scan there: `keras_mtl.layers.sequence._gru`).
 `test_training_loops` holds the same check for MMoE inside a
 `torch.nn.Module`.
 """
@@ -32,6 +34,9 @@ ONE_GRAPH = [
     "dmr_u2i/paper_tanh_batch_one_length_one",
     # Per-expert batch norm in training: batch statistics, moving averages.
     "mmoe/stacked_batch_norm_training",
+    # A padded sequence: Keras's torch GRU loops over a masked one in Python.
+    "dien/agru_padded",
+    "dien/augru_tanh_extractor_states",
 ]
 
 

@@ -12,6 +12,7 @@ from keras_mtl import numerics
 from keras_mtl import validation
 from keras_mtl.layers.core.dense import InitializerLike
 from keras_mtl.layers.core.dense import RegularizerLike
+from keras_mtl.layers.sequence._gru import masked_gru_states
 from keras_mtl.layers.sequence._masks import cast_and_masked
 from keras_mtl.layers.sequence._masks import input_shapes
 from keras_mtl.layers.sequence.agru import AGRUCell
@@ -26,7 +27,9 @@ class DIEN(keras.layers.Layer):
     For queries `q` `[B, U]` and behaviour keys `k` `[B, T, E]`:
 
     1. Interest extractor: `h = GRU(k)` `[B, T, U]` (a Keras `GRU`,
-       `reset_after=True`, zero initial state).
+       `reset_after=True`, zero initial state; on torch a masked sequence
+       runs the same recurrence with the GRU's weights as one scan, which
+       `torch.compile` traces in one graph).
     2. Target attention: `a = masked_softmax(<h_t, q W^T>)` over the steps.
     3. Interest evolution: `s = AttentionRNN(h, a)` with an `AGRUCell` of the
        given `att_type` (`AGRU`: `h' = (1 - a) h + a c`; `AUGRU`: the update
@@ -176,7 +179,12 @@ class DIEN(keras.layers.Layer):
         self._check_shapes(queries.shape, keys.shape)
         validation.last_dim(self, "keys", keys.shape, self._key_dim)
         queries, keys, mask = cast_and_masked(self, queries, keys, mask)
-        states = self.gru(keys, mask=mask)
+        if mask is not None and keras.backend.backend() == "torch":
+            # Keras's torch GRU loops over a masked sequence in a way that
+            # torch.compile cannot trace (_gru.py); the same maths, one graph.
+            states = masked_gru_states(self.gru, keys, mask)
+        else:
+            states = self.gru(keys, mask=mask)
         target = ops.matmul(queries, ops.transpose(self.attention_weight))
         logits = ops.sum(states * ops.expand_dims(target, 1), axis=-1)
         att = numerics.masked_softmax(logits, mask, axis=-1)
