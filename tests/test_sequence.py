@@ -197,7 +197,7 @@ def test_dien_scan_and_unrolled_agree():
 
 
 @pytest.mark.parametrize("unroll", [False, True])
-@pytest.mark.long(120)
+@pytest.mark.long(70)
 def test_dien_trains_with_a_compiled_step(unroll):
     # jit_compile=True: XLA on TF (the scan path needs a bounded loop), jax.jit
     # on JAX, torch.compile on torch.
