@@ -8,9 +8,11 @@ import pytest
 from keras import ops
 
 from keras_mtl import layers
+from keras_mtl.backend.gru import gru_states
 from keras_mtl.layers.sequence.agru import dynamic_rnn_with_attention
 from keras_mtl.layers.sequence.agru import static_rnn_with_attention
 from tests._helpers import config_round_trip
+from tests._helpers import only
 from tests._helpers import to_numpy
 
 RNG = np.random.default_rng(0)
@@ -184,6 +186,27 @@ def test_dien_padding_is_ignored(att_type, unroll):
     np.testing.assert_array_equal(to_numpy(final)[2], np.zeros(3))
     # The mask may also come as a third input.
     np.testing.assert_array_equal(to_numpy(dien([q, k, MASK])[0]), to_numpy(final))
+
+
+@only("torch")
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_gru_states_equal_keras_gru_on_a_masked_sequence(activation):
+    # On torch a masked sequence runs keras_mtl's scan instead of Keras's GRU:
+    # the same states, a gap inside a row and a fully padded row included.
+    gru = keras.layers.GRU(
+        3, activation=activation, reset_after=True, return_sequences=True
+    )
+    x = ops.convert_to_tensor(_normal(3, 4, 2))
+    gru.build(tuple(x.shape))
+    mask = ops.convert_to_tensor(
+        np.array([[1, 0, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]], dtype=bool)
+    )
+    np.testing.assert_allclose(
+        to_numpy(gru_states(gru, x, mask)),
+        to_numpy(gru(x, mask=mask)),
+        rtol=1e-6,
+        atol=1e-6,
+    )
 
 
 def test_dien_scan_and_unrolled_agree():

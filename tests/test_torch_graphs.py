@@ -9,7 +9,7 @@ Python numbers trace) and `ops.softmax` over an axis of size 1 (it warns).
 Keras's `BatchNormalization` broke in training (its reduction axes are a
 tracked list; `keras_mtl.layers.core.batch_norm` holds them in a tuple), and
 Keras's torch `GRU` on a masked sequence (DIEN's extractor runs the same
-recurrence as one scan there: `keras_mtl.layers.sequence._gru`).
+recurrence as one scan there: `keras_mtl.backend.gru`).
 `test_training_loops` holds the same check for MMoE inside a
 `torch.nn.Module`.
 """

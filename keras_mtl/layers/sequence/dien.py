@@ -10,9 +10,9 @@ from keras import ops
 from keras_mtl import activations
 from keras_mtl import numerics
 from keras_mtl import validation
+from keras_mtl.backend.gru import gru_states
 from keras_mtl.layers.core.dense import InitializerLike
 from keras_mtl.layers.core.dense import RegularizerLike
-from keras_mtl.layers.sequence._gru import masked_gru_states
 from keras_mtl.layers.sequence._masks import cast_and_masked
 from keras_mtl.layers.sequence._masks import input_shapes
 from keras_mtl.layers.sequence.agru import AGRUCell
@@ -179,12 +179,8 @@ class DIEN(keras.layers.Layer):
         self._check_shapes(queries.shape, keys.shape)
         validation.last_dim(self, "keys", keys.shape, self._key_dim)
         queries, keys, mask = cast_and_masked(self, queries, keys, mask)
-        if mask is not None and keras.backend.backend() == "torch":
-            # Keras's torch GRU loops over a masked sequence in a way that
-            # torch.compile cannot trace (_gru.py); the same maths, one graph.
-            states = masked_gru_states(self.gru, keys, mask)
-        else:
-            states = self.gru(keys, mask=mask)
+        # Keras's GRU; on torch a masked sequence runs as one traceable scan.
+        states = gru_states(self.gru, keys, mask)
         target = ops.matmul(queries, ops.transpose(self.attention_weight))
         logits = ops.sum(states * ops.expand_dims(target, 1), axis=-1)
         att = numerics.masked_softmax(logits, mask, axis=-1)

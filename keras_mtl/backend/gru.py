@@ -1,13 +1,14 @@
-"""A Keras `GRU`'s masked recurrence as one scan, for DIEN on torch.
+"""`gru_states`: a Keras `GRU`'s states over a masked sequence, one scan on torch.
 
 With a mask, Keras's torch `GRU` (Keras 3.15) runs its generic RNN loop: it
 tests a tensor (`while time < steps`) and calls the cell through
 `Layer.__call__`, and `torch.compile` breaks the graph at both, on every call
-(DIEN's compiled training step compiled 19 graphs). Unmasked sequences take
-Keras's own traceable loop, and on torch neither path runs cuDNN with a mask.
-`masked_gru_states` computes the same recurrence with the GRU's own weights
-over `keras_mtl.backend.scan.scan_states`, which torch.compile traces in one
-graph. TensorFlow and JAX keep Keras's `GRU` (its fused and cuDNN kernels).
+(DIEN's compiled training step compiled 19 graphs). On torch this adapter
+computes the same recurrence with the GRU's own weights over
+`keras_mtl.backend.scan.scan_states`, which torch.compile traces in one graph;
+torch has no cuDNN path for a masked GRU either. Elsewhere, and without a
+mask, it calls the GRU: TensorFlow and JAX keep Keras's fused and cuDNN
+kernels, and Keras's unmasked torch loop traces.
 """
 
 from __future__ import annotations
@@ -20,28 +21,31 @@ from keras import ops
 from keras_mtl.backend.scan import scan_states
 
 
-def masked_gru_states(gru: keras.layers.GRU, inputs: Any, mask: Any) -> Any:
-    """Every state of a built `gru` over `inputs`, a masked step keeping the state.
+def gru_states(gru: keras.layers.GRU, inputs: Any, mask: Any | None) -> Any:
+    """`gru(inputs, mask=mask)` for a built `gru` with `return_sequences=True`.
 
-    The recurrence of Keras's `GRUCell` with `reset_after=True`
-    (`implementation=2`), from a zero state:
+    On torch with a mask: the recurrence of Keras's `GRUCell` with
+    `reset_after=True` (`implementation=2`), from a zero state,
 
         [x_z, x_r, x_h] = x_t K + b_in        [h_z, h_r, h_h] = h R + b_rec
         z = σ_rec(x_z + h_z)    r = σ_rec(x_r + h_r)    c = σ(x_h + r ⊙ h_h)
         h' = z ⊙ h + (1 − z) ⊙ c,   h_t = mask_t ? h' : h
 
-    which is what `gru(inputs, mask=mask)` returns with `return_sequences=True`
-    (Keras's masked RNN repeats the previous output at a masked step, and a
-    GRU's output is its state). Dropout is not applied: DIEN's GRU has none.
+    which is what Keras returns (its masked RNN repeats the previous output at
+    a masked step, and a GRU's output is its state). Dropout is not applied
+    there: the GRU must have none.
 
     Args:
-        gru: a built `keras.layers.GRU` with `reset_after=True`.
+        gru: a built `keras.layers.GRU` (`reset_after=True`,
+            `return_sequences=True`, no dropout).
         inputs: `[B, T, I]` in the GRU's compute dtype.
-        mask: `[B, T]` bool.
+        mask: `[B, T]` bool, or `None`.
 
     Returns:
         `[B, T, units]`: the state after each step.
     """
+    if mask is None or keras.backend.backend() != "torch":
+        return gru(inputs, mask=mask)
     cell = gru.cell
     x_proj = ops.matmul(inputs, cell.kernel)
     rec_bias = None
