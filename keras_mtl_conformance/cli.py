@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     goldens_p = sub.add_parser("goldens", help="write (or --check) the goldens")
     goldens_p.add_argument("--check", action="store_true")
     goldens_p.add_argument("--layer", action="append", default=[])
+    goldens_p.add_argument(
+        "--jobs", type=int, help="processes computing the cases (default: one per CPU)"
+    )
     run_p = sub.add_parser(
         "run", help="the checks on KERAS_BACKEND (other arguments go to pytest)"
     )
@@ -84,7 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         from keras_mtl_conformance import goldens
 
         layers = [f"--layer={name}" for name in args.layer]
-        return goldens.main([*spec_dirs, *layers, *(["--check"] if args.check else [])])
+        jobs = [] if args.jobs is None else [f"--jobs={args.jobs}"]
+        check = ["--check"] if args.check else []
+        return goldens.main([*spec_dirs, *layers, *jobs, *check])
     if args.command == "save":
         from keras_mtl_conformance import xbackend
 

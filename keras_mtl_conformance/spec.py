@@ -84,6 +84,16 @@ class SpecError(ValueError):
             where += f", field '{field}'"
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Raised in a worker process of `goldens`: it crosses back whole.
+        return _spec_error_from_text, (str(self),)
+
+
+def _spec_error_from_text(text: str) -> SpecError:
+    err = SpecError.__new__(SpecError)
+    ValueError.__init__(err, text)
+    return err
+
 
 @dataclasses.dataclass(frozen=True)
 class Tolerance:

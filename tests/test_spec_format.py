@@ -169,6 +169,54 @@ def test_golden_check_detects_an_edited_value(tmp_path):
     assert "differ" in goldens.check(spec)
 
 
+TWO_CASES = (
+    GOOD
+    + """\
+  - id: one_row
+    config: {epsilon: 0.01}
+    inputs:
+      x: {shape: [1, 3], generator: {kind: normal, seed: 7}}
+    weights:
+      gamma: {shape: [3], data: [0.5, 1.0, 2.0]}
+      beta: {shape: [3], data: [0.0, 0.1, 0.0]}
+"""
+)
+
+
+def test_goldens_computed_in_worker_processes_equal_the_serial_ones(tmp_path):
+    # Each case's entry (outputs and finite-difference gradients) must come
+    # back under its own id, bit for bit.
+    spec = spec_lib.load_spec(_write(tmp_path, TWO_CASES))
+    serial = goldens.generate(spec)
+    assert serial["cases"]["small"] != serial["cases"]["one_row"]
+    assert goldens.generate_many([spec], jobs=2) == [serial]
+
+
+A_LOSS_NOT_IN_THE_SPEC = """\
+def with_loss(inputs, weights, config, training, **_):
+    return {"outputs": [inputs[0]], "losses": [1.0]}
+"""
+
+
+def test_a_spec_error_in_a_worker_process_is_reported(tmp_path, monkeypatch, capsys):
+    (tmp_path / "with_loss_ref.py").write_text(A_LOSS_NOT_IN_THE_SPEC)
+    monkeypatch.syspath_prepend(str(tmp_path))  # the workers get this path
+    text = TWO_CASES.replace(
+        "keras_mtl_conformance.reference.core:layer_norm", "with_loss_ref:with_loss"
+    )
+    _write(tmp_path, text)
+    assert goldens.main([f"--spec-dir={tmp_path}", "--jobs=2"]) == 2
+    err = capsys.readouterr().err
+    assert "reference returned 1 losses, spec names 0" in err
+    assert "case 'small', field 'losses'" in err
+
+
+def test_goldens_jobs_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        goldens.main(["--check", "--jobs=0"])
+    assert "Received: --jobs=0" in capsys.readouterr().err
+
+
 def test_golden_check_allows_finite_difference_noise_in_gradients_only():
     # Another CPU's BLAS moves a central difference by ~1e-9; outputs repeat.
     def case(output, grad):

@@ -63,6 +63,13 @@ cases:
       x: {shape: [4, 3], generator: {kind: normal, seed: 1}}
     weights:
       bias: {shape: [3], data: [0.5, -1.0, 2.0]}
+  - id: one_row
+    config: {factor: -1.5}
+    checks: [forward]
+    inputs:
+      x: {shape: [1, 3], generator: {kind: normal, seed: 2}}
+    weights:
+      bias: {shape: [3], data: [0.0, 1.0, 0.0]}
 """
 
 
@@ -121,7 +128,9 @@ def test_not_run_from_a_clone():
 def test_a_users_layer_through_every_step(folder: pathlib.Path):
     out = _run(folder, "jax", "goldens", "--spec-dir", "my_specs")
     assert (folder / "my_specs" / "scale" / "golden.yaml").exists(), out
-    _run(folder, "jax", "goldens", "--spec-dir", "my_specs", "--check")
+    # Two cases in two worker processes, which import the user's reference
+    # from this folder as the command does.
+    _run(folder, "jax", "goldens", "--spec-dir", "my_specs", "--check", "--jobs", "2")
     for backend in ("jax", "torch"):
         out = _run(folder, backend, "run", "--spec-dir", "my_specs", "-n", "2")
         assert _passed(out), out
