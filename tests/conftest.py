@@ -18,7 +18,7 @@ from keras_mtl_conformance import xdist_status
 def pytest_configure(config: pytest.Config) -> None:
     # pytest-xdist's `load` scheduler hands each worker a first chunk of a
     # quarter of its share of the tests, in collection order: the few long
-    # tests (a compiled DIEN training step takes over a minute on torch, most
+    # tests (a compiled DIEN training step takes about 50 s on torch, most
     # tests under a second) landed on one worker, or ended the run on one.
     # One test at a time (unless `--maxschedchunk` is given), the long ones
     # first (`pytest_collection_modifyitems`), the workers end together.
