@@ -11,8 +11,24 @@ from tests import conftest
 pytestmark = pytest.mark.backend_independent
 
 
-def _config(**option):
-    return types.SimpleNamespace(option=types.SimpleNamespace(**option))
+def _config(*args, **option):
+    return types.SimpleNamespace(
+        option=types.SimpleNamespace(**option),
+        invocation_params=types.SimpleNamespace(args=args),
+    )
+
+
+def test_whole_files_to_a_worker_unless_the_command_line_chose():
+    config = _config("-n", "2", dist="load")  # xdist's default with -n
+    conftest.pytest_configure(config)
+    assert config.option.dist == "loadfile"
+    for given in (["--dist", "load"], ["--dist=load"]):
+        config = _config("-n", "2", *given, dist="load")
+        conftest.pytest_configure(config)
+        assert config.option.dist == "load"
+    config = _config(dist="no")  # no workers
+    conftest.pytest_configure(config)
+    assert config.option.dist == "no"
 
 
 def test_one_test_at_a_time_unless_the_command_line_chose():
