@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import os
+import shlex
 
 import pytest
 
@@ -38,11 +40,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _dist_given(config: pytest.Config) -> bool:
-    """Whether the command line chose a `--dist` mode itself."""
-    args = getattr(config, "invocation_params", None)
-    return any(
-        a == "--dist" or a.startswith("--dist=") for a in (args.args if args else ())
-    )
+    """Whether the command line, `PYTEST_ADDOPTS` or the `addopts` setting
+    chose a `--dist` mode."""
+    params = getattr(config, "invocation_params", None)
+    args = [*(params.args if params else ())]
+    args += shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))
+    if hasattr(config, "getini"):
+        args += config.getini("addopts")
+    return any(a == "--dist" or a.startswith("--dist=") for a in args)
 
 
 def pytest_collection_modifyitems(

@@ -18,7 +18,8 @@ def _config(*args, **option):
     )
 
 
-def test_whole_files_to_a_worker_unless_the_command_line_chose():
+def test_whole_files_to_a_worker_unless_the_command_line_chose(monkeypatch):
+    monkeypatch.delenv("PYTEST_ADDOPTS", raising=False)
     config = _config("-n", "2", dist="load")  # xdist's default with -n
     conftest.pytest_configure(config)
     assert config.option.dist == "loadfile"
@@ -29,6 +30,13 @@ def test_whole_files_to_a_worker_unless_the_command_line_chose():
     config = _config(dist="no")  # no workers
     conftest.pytest_configure(config)
     assert config.option.dist == "no"
+
+
+def test_a_dist_mode_in_pytest_addopts_is_kept(monkeypatch):
+    monkeypatch.setenv("PYTEST_ADDOPTS", "-p no:cacheprovider --dist load")
+    config = _config("-n", "2", dist="load")
+    conftest.pytest_configure(config)
+    assert config.option.dist == "load"
 
 
 def test_one_test_at_a_time_unless_the_command_line_chose():
