@@ -391,7 +391,8 @@ def read_fresh(spec: spec_lib.LayerSpec) -> dict[str, Any]:
 
 def check(spec: spec_lib.LayerSpec) -> str | None:
     """None when `golden.yaml` is up to date, else why it is stale."""
-    return _stored_stale_reason(spec) or _recomputed_differ(read(spec), generate(spec))
+    stored, reason = _stored(spec)
+    return reason or _recomputed_differ(stored, generate(spec))
 
 
 def _recomputed_differ(stored: dict[str, Any], fresh: dict[str, Any]) -> str | None:
@@ -408,11 +409,13 @@ def _recomputed_differ(stored: dict[str, Any], fresh: dict[str, Any]) -> str | N
     return None
 
 
-def _stored_stale_reason(spec: spec_lib.LayerSpec) -> str | None:
-    """What `check` finds without recomputing: a missing file, changed hashes."""
+def _stored(spec: spec_lib.LayerSpec) -> tuple[dict[str, Any], str | None]:
+    """The stored goldens, and what `check` finds without recomputing: a
+    missing file, changed hashes."""
     if not spec.golden_path.exists():
-        return f"{spec.golden_path} is missing"
-    return stale_reason(spec, read(spec))
+        return {}, f"{spec.golden_path} is missing"
+    stored = read(spec)
+    return stored, stale_reason(spec, stored)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -461,15 +464,14 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         specs = [s for s in specs if s.name in args.layer]
     failures = 0
     # `--check` recomputes only what the hashes leave in doubt.
-    early = {s.name: _stored_stale_reason(s) for s in specs} if args.check else {}
-    todo = [s for s in specs if not early.get(s.name)]
+    stored = {s.name: _stored(s) for s in specs} if args.check else {}
+    todo = [s for s in specs if not args.check or not stored[s.name][1]]
     computed = generate_many(todo, args.jobs)
     fresh = {s.name: golden for s, golden in zip(todo, computed, strict=True)}
     for spec in specs:
         if args.check:
-            reason = early[spec.name] or _recomputed_differ(
-                read(spec), fresh[spec.name]
-            )
+            golden, reason = stored[spec.name]
+            reason = reason or _recomputed_differ(golden, fresh[spec.name])
             status = "ok" if reason is None else f"STALE: {reason}"
             failures += reason is not None
         else:
