@@ -136,20 +136,30 @@ BENCH_MALLOC = (
 )
 
 
+# Probe results by interpreter path, for this nox run: `cross_backend` asks
+# about the environment `conformance(jax)` already probed.
+_EMITTERS_FLAG_OK: dict[str, bool] = {}
+
+
 def _fast_compile(session: nox.Session, python: str = "python") -> dict[str, str]:
     """`JAX_FAST_COMPILE`, plus `FUSION_EMITTERS_OFF` in `XLA_FLAGS` where the
     JAX of `python` (the session's own by default) accepts it (no JAX: not
     set)."""
     flags = f"{os.environ.get('XLA_FLAGS', '')} {FUSION_EMITTERS_OFF}".strip()
-    probe = session.run(
-        python,
-        "-c",
-        _PROBE,
-        env={"XLA_FLAGS": flags, **CPU_ENV},
-        silent=True,
-        external=python != "python",
-    )
-    if isinstance(probe, str) and "flag-ok" in probe:
+    ok = _EMITTERS_FLAG_OK.get(python)
+    if ok is None:
+        probe = session.run(
+            python,
+            "-c",
+            _PROBE,
+            env={"XLA_FLAGS": flags, **CPU_ENV},
+            silent=True,
+            external=python != "python",
+        )
+        ok = isinstance(probe, str) and "flag-ok" in probe
+        if python != "python":  # a bare "python" is each session's own
+            _EMITTERS_FLAG_OK[python] = ok
+    if ok:
         return {**JAX_FAST_COMPILE, "XLA_FLAGS": flags}
     return dict(JAX_FAST_COMPILE)
 
@@ -188,7 +198,8 @@ def conformance(session: nox.Session, backend: str) -> None:
         python = shutil.which("python") or sys.executable
     _python_record(session, backend).write_text(python)
     device = "gpu" if "gpu" in session.posargs else "cpu"
-    fast = _fast_compile(session) if device == "cpu" and backend == "jax" else {}
+    cpu_jax = device == "cpu" and backend == "jax"
+    fast = _fast_compile(session, python) if cpu_jax else {}
     env = _env(backend, fast)
     workers: tuple[str, ...] = WORKERS
     keep: tuple[str, ...] = ()
